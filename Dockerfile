@@ -1,0 +1,11 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY platform ./platform
+COPY predictor ./predictor
+COPY campaigns ./campaigns
+COPY abtest ./abtest
+COPY manage.py ./
+RUN pip install --no-cache-dir -e .
+EXPOSE 8000
+CMD ["gunicorn", "incentive_platform.wsgi:application", "--bind", "0.0.0.0:8000"]

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AbtestConfig(AppConfig):
+    name = "abtest"
+    verbose_name = "A/B experiments"

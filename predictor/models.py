@@ -1,0 +1,131 @@
+"""The model registry, prediction runs and stored predictions (Django side of the predictor).
+
+The networks themselves live in `predictor.networks` and never import Django.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from advertisers.models import Advertiser, Scenario
+
+TASKS = ("clicks", "expenditure", "active_days", "impressions", "gmv")
+
+
+class ModelKind(models.TextChoices):
+    M2M = "m2m", "M2M"
+    SINGLE_TASK = "single_task", "Single-task Embedding&MLP"
+    SHARED_BOTTOM = "shared_bottom", "Shared-Bottom"
+    CROSS_STITCH = "cross_stitch", "Cross-Stitch"
+    MMOE = "mmoe", "MMoE"
+    MRAN = "mran", "MRAN"
+    CGC = "cgc", "CGC"
+
+
+class ModelVersion(models.Model):
+    class Status(models.TextChoices):
+        TRAINING = "training"
+        READY = "ready"
+        ACTIVE = "active"
+        RETIRED = "retired"
+        FAILED = "failed"
+
+    kind = models.CharField(max_length=32, choices=ModelKind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.TRAINING)
+    hyperparameters = models.JSONField(default=dict, blank=True)
+    feature_spec = models.JSONField(default=dict, blank=True, help_text="Input spec and bins.")
+    train_start = models.DateField(null=True, blank=True)
+    train_end = models.DateField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    artifact_path = models.CharField(max_length=500, blank=True)
+    artifact_sha256 = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # One active version per kind; activation swaps it inside one transaction.
+            models.UniqueConstraint(
+                fields=["kind"], condition=Q(status="active"), name="one_active_version_per_kind"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} v{self.pk} ({self.status})"
+
+
+class Prediction(models.Model):
+    """Predicted sums over the next `horizon_days` days after `as_of` for one pair."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="predictions")
+    advertiser = models.ForeignKey(Advertiser, on_delete=models.CASCADE, related_name="predictions")
+    scenario = models.ForeignKey(Scenario, on_delete=models.CASCADE, related_name="predictions")
+    as_of = models.DateField()
+    horizon_days = models.PositiveSmallIntegerField(default=7)
+    clicks = models.FloatField()
+    expenditure = models.FloatField()
+    active_days = models.FloatField()
+    impressions = models.FloatField()
+    gmv = models.FloatField()
+    created_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_version", "advertiser", "scenario", "as_of"],
+                name="prediction_unique_pair",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["advertiser", "as_of"], name="prediction_advertiser_asof"),
+            models.Index(fields=["model_version", "as_of"], name="prediction_version_asof"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_version_id}:{self.advertiser_id}/{self.scenario_id}@{self.as_of}"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class TrainingRun(models.Model):
+    kind = models.CharField(max_length=32, choices=ModelKind.choices)
+    options = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    progress = models.FloatField(default=0.0, help_text="0..1")
+    message = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="training_runs"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class PredictionRun(models.Model):
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="prediction_runs")
+    as_of = models.DateField()
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    pairs_scored = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    @property
+    def progress(self) -> float:
+        return self.chunks_done / self.chunks_total if self.chunks_total else 0.0

@@ -1,0 +1,52 @@
+"""Settings come from the environment; production refuses to start without a secret."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+SETUP = "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"
+
+
+def run_setup(**overrides: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "DATABASE_URL")}
+    env.update(DJANGO_SETTINGS_MODULE="incentive_platform.settings", **overrides)
+    return subprocess.run(
+        [sys.executable, "-c", SETUP], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_it_refuses_to_start_without_secret_key_when_debug_is_off():
+    result = run_setup(DEBUG="0")
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set and DEBUG is off" in result.stderr
+
+
+def test_it_starts_with_debug_off_when_a_secret_is_given():
+    result = run_setup(DEBUG="0", SECRET_KEY="x" * 50)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_it_reads_the_secret_from_a_file(tmp_path):
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("y" * 50)
+    result = run_setup(DEBUG="0", SECRET_KEY_FILE=str(secret_file))
+    assert result.returncode == 0, result.stderr
+
+
+def test_it_defaults_to_sqlite_and_eager_celery():
+    code = (
+        "import django; django.setup(); from django.conf import settings;"
+        "print(settings.DATABASES['default']['ENGINE'], settings.CELERY_TASK_ALWAYS_EAGER)"
+    )
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")
+    }
+    env["DJANGO_SETTINGS_MODULE"] = "incentive_platform.settings"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["django.db.backends.sqlite3", "True"]
