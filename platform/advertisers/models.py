@@ -66,7 +66,9 @@ class Advertiser(models.Model):
                 condition=Q(business_scale__gte=1, business_scale__lte=5),
                 name="advertiser_business_scale_1_5",
             ),
-            models.CheckConstraint(condition=Q(star_level__lte=5), name="advertiser_star_level_0_5"),
+            models.CheckConstraint(
+                condition=Q(star_level__lte=5), name="advertiser_star_level_0_5"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -79,8 +81,14 @@ class DailyStat(models.Model):
     An advertiser is active in a scenario on a day when its expenditure there is positive.
     """
 
-    advertiser = models.ForeignKey(Advertiser, on_delete=models.CASCADE, related_name="daily_stats")
-    scenario = models.ForeignKey(Scenario, on_delete=models.PROTECT, related_name="daily_stats")
+    # No single-column FK indexes: dailystat_unique_day leads with advertiser, and
+    # dailystat_date_scenario serves date-range reads; fewer indexes keep ingestion fast.
+    advertiser = models.ForeignKey(
+        Advertiser, on_delete=models.CASCADE, related_name="daily_stats", db_index=False
+    )
+    scenario = models.ForeignKey(
+        Scenario, on_delete=models.PROTECT, related_name="daily_stats", db_index=False
+    )
     date = models.DateField()
     impressions = models.BigIntegerField(default=0)
     clicks = models.BigIntegerField(default=0)

@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -37,11 +38,14 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set and DEBUG is off: refusing to start. "
-            "Set SECRET_KEY (or SECRET_KEY_FILE) to a long random string, or DEBUG=1 for development."
+            "Set SECRET_KEY (or SECRET_KEY_FILE) to a long random string, "
+            "or DEBUG=1 for development."
         )
     SECRET_KEY = "dev-only-" + secrets.token_urlsafe(32)
 
-ALLOWED_HOSTS = [h.strip() for h in env("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
+ALLOWED_HOSTS = [
+    h.strip() for h in env("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()
+]
 
 # Where trained model artifacts and uploaded files are kept.
 VAR_DIR = Path(env("VAR_DIR", str(BASE_DIR / "var")))
@@ -124,11 +128,18 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "rest_framework.views.exception_handler",
+    # Per API key (campaigns.auth); a push consumer polls often, a bad one is held back.
+    "DEFAULT_THROTTLE_RATES": {"api_key": env("API_KEY_RATE", "6000/min")},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Incentive platform API",
-    "DESCRIPTION": "Incentive tasks for the push-message system, predictions and experiment reports.",
+    "DESCRIPTION": "Incentive tasks for the push-message system, predictions, experiment reports.",
     "VERSION": "1.0.0",
+    # Two apps have a `type`/`state` field; name their enums so the schema stays unambiguous.
+    "ENUM_NAME_OVERRIDES": {
+        "TaskStateEnum": "campaigns.models.TaskState",
+        "PushEventTypeEnum": "campaigns.api.EVENT_TYPES",
+    },
 }
 
 # --- Celery (DESIGN section 6) -------------------------------------------------------------
@@ -148,7 +159,27 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULE: dict = {}
+# Training and scoring go to the `gpu` queue (one worker per GPU); everything else to `default`.
+CELERY_TASK_ROUTES = {
+    f"predictor.tasks.{name}": {"queue": "gpu"}
+    for name in (
+        "train_model",
+        "predict_chunk",
+        "predict_finish",
+        "predict_failed",
+        "evaluate_version",
+    )
+}
+CELERY_BEAT_SCHEDULE: dict = {
+    "predictor-score-daily": {
+        "task": "predictor.tasks.predict_daily",
+        "schedule": crontab(hour=3, minute=0),
+        "options": {"queue": "default"},
+    },
+    "campaigns-settle": {"task": "campaigns.settle", "schedule": 3600.0},
+    "campaigns-schedule-tick": {"task": "campaigns.schedule_tick", "schedule": 300.0},
+    "campaigns-idempotency-purge": {"task": "campaigns.idempotency_purge", "schedule": 86400.0},
+}
 
 LOGGING = {
     "version": 1,

@@ -41,9 +41,7 @@ def test_it_defaults_to_sqlite_and_eager_celery():
         "import django; django.setup(); from django.conf import settings;"
         "print(settings.DATABASES['default']['ENGINE'], settings.CELERY_TASK_ALWAYS_EAGER)"
     )
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")
-    }
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
     env["DJANGO_SETTINGS_MODULE"] = "incentive_platform.settings"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60

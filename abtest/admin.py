@@ -1,0 +1,293 @@
+"""Admin for experiments: settings, arms, life-cycle actions and the report page.
+
+Thin: every write goes through `abtest.services`, every number through `abtest.selectors`.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from abtest import analysis, charts, services
+from abtest.models import Arm, Assignment, Experiment
+from abtest.selectors import experiment_report
+
+CREATE_FIELDS = (
+    "key", "hypothesis", "population_filter", "holdout_share", "template_ids", "targets_per_arm",
+    "inactivity_threshold", "budget_per_arm", "reward_cap", "pre_period_days", "evaluation_days",
+    "alpha", "winsor_quantile", "expected_relative_lift",
+)  # fmt: skip
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return "<0.0001" if value < 0.0001 else f"{value:.4f}"
+
+
+def _variant(row: dict) -> str:
+    parts = ["CUPED"] if row["adjustment"] == "cuped" else []
+    parts += ["capped"] if row["capped"] else []
+    return " + ".join(parts) or "unadjusted"
+
+
+def _interval(estimate: dict, spec: str) -> str:
+    return f"[{_fmt(estimate.get('ci_low'), spec)}, {_fmt(estimate.get('ci_high'), spec)}]"
+
+
+def display_rows(report: dict) -> list[dict]:
+    """The summary table's cells as shown (the browser test reads these back)."""
+    out = []
+    for row in report.get("rows", []):
+        mean_spec = ".2%" if row["type"] == "proportion" else ".4f"
+        absolute = row["absolute"] or {}
+        relative = row["relative"] or {}
+        out.append(
+            {
+                "id": f"{row['population']}-{row['metric']}-{row['adjustment']}"
+                f"{'-capped' if row['capped'] else ''}",
+                "label": row["label"],
+                "population": row["population"],
+                "variant": _variant(row),
+                "primary": row["primary"],
+                "control": _fmt(row["control"]["mean"], mean_spec),
+                "treatment": _fmt(row["treatment"]["mean"], mean_spec),
+                "absolute": _fmt(absolute.get("value"), "+.4f"),
+                "relative": _fmt(relative.get("value"), "+.2%"),
+                "ci": _interval(relative, "+.2%") if relative else _interval(absolute, "+.4f"),
+                "p_value": _p(row["p_value"]),
+                "p_value_holm": _p(row["p_value_holm"]),
+                "significant": row["significant"],
+                "n": f"{row['control']['n']} / {row['treatment']['n']}",
+            }
+        )
+    return out
+
+
+class ExperimentForm(forms.ModelForm):
+    """Validates with the services' own checks, so a bad value is a form error, not a crash."""
+
+    class Meta:
+        model = Experiment
+        fields = (*CREATE_FIELDS, "scenarios")
+
+    def clean_population_filter(self) -> dict:
+        value = self.cleaned_data["population_filter"] or {}
+        try:
+            services.population_filter_validate(value)
+        except ValidationError as exc:
+            raise ValidationError(exc.messages) from exc
+        return value
+
+    def clean_template_ids(self) -> list:
+        value = self.cleaned_data["template_ids"] or []
+        if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+            raise ValidationError("a JSON list of task template ids, e.g. [1, 2]")
+        try:
+            services.templates_check(value)
+        except ValidationError as exc:
+            raise ValidationError(exc.messages) from exc
+        return value
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("targets_per_arm") is not None and data.get("inactivity_threshold") is not None:
+            raise ValidationError("set targets per arm or an inactivity threshold, not both")
+        return data
+
+
+class ArmInline(admin.TabularInline):
+    model = Arm
+    extra = 0
+    max_num = 2
+    can_delete = False
+    fields = ("role", "name", "model_kind", "model_version", "weight", "campaign_id")
+    readonly_fields = ("campaign_id",)
+
+    def has_change_permission(self, request: HttpRequest, obj: Experiment | None = None) -> bool:
+        editable = obj is None or obj.status == Experiment.Status.DRAFT
+        return editable and super().has_change_permission(request, obj)
+
+    def has_add_permission(self, request: HttpRequest, obj: Experiment | None = None) -> bool:
+        return False  # both arms exist from creation on
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(admin.ModelAdmin):
+    form = ExperimentForm
+    list_display = ("key", "status", "start_date", "evaluation_days", "assigned", "report_link")
+    list_filter = ("status",)
+    search_fields = ("key", "hypothesis")
+    filter_horizontal = ("scenarios",)
+    readonly_fields = (
+        "seed", "status", "start_date", "plan_summary", "report_link", "created_at",
+        "started_at", "analysed_at", "completed_at",
+    )  # fmt: skip
+    actions = ("start_today", "analyse", "analyse_interim", "complete")
+
+    def get_inlines(self, request: HttpRequest, obj: Experiment | None) -> list:
+        return [] if obj is None else [ArmInline]  # the service creates the arms
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Experiment | None = None) -> tuple:
+        if obj is not None and obj.status != Experiment.Status.DRAFT:
+            frozen = (*(f.name for f in Experiment._meta.fields if f.editable), "scenarios")
+            return (*self.readonly_fields, *frozen)
+        return self.readonly_fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Experiment]:
+        return super().get_queryset(request).prefetch_related("arms")
+
+    @admin.display(description="assigned")
+    def assigned(self, obj: Experiment) -> int:
+        return Assignment.objects.filter(experiment=obj).count()
+
+    @admin.display(description="report")
+    def report_link(self, obj: Experiment) -> str:
+        if obj.pk is None or obj.start_date is None:
+            return "-"
+        return format_html(
+            '<a href="{}">Report</a>', reverse("admin:abtest_experiment_report", args=[obj.pk])
+        )
+
+    @admin.display(description="plan (power and MDE)")
+    def plan_summary(self, obj: Experiment) -> str:
+        plan = obj.plan or {}
+        if not plan:
+            return "-"
+        rows = [("population", plan.get("population")), ("holdout", plan.get("n_holdout"))]
+        for name in ("itt", "targeted"):
+            part = plan.get(name)
+            if not part:
+                continue
+            rows += [
+                (f"{name}: size per arm", f"{part['n_control']} / {part['n_treatment']}"),
+                (f"{name}: MDE active rate", _fmt(part["mde_active_rate"], ".2%")),
+                (f"{name}: MDE ARPU", _fmt(part["mde_arpu"], ".2%")),
+                (
+                    f"{name}: power at {plan['expected_relative_lift']:.0%} lift "
+                    "(active rate / ARPU)",
+                    f"{part['power_active_rate']:.0%} / {part['power_arpu']:.0%}",
+                ),
+            ]
+        rows += [
+            ("baseline active rate", _fmt(plan.get("active_rate"), ".2%")),
+            ("baseline ARPU", _fmt(plan.get("arpu"), ".2f")),
+        ]
+        return format_html(
+            "<table>{}</table>",
+            format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
+        )
+
+    # --- writes through services --------------------------------------------------------
+
+    def save_model(self, request: HttpRequest, obj: Experiment, form, change: bool) -> None:
+        data = {k: form.cleaned_data[k] for k in CREATE_FIELDS if k in form.cleaned_data}
+        if not change:
+            created = services.experiment_create(**data)
+            obj.pk = created.pk
+            obj.refresh_from_db()
+            itt = obj.plan.get("itt", {})
+            self.message_user(
+                request,
+                f"Planned {itt.get('n_control')} / {itt.get('n_treatment')} advertisers per arm: "
+                f"minimum detectable lift {_fmt(itt.get('mde_active_rate'), '.2%')} in active "
+                f"rate and {_fmt(itt.get('mde_arpu'), '.2%')} in ARPU (80% power).",
+                messages.INFO,
+            )
+            return
+        changed = {k: v for k, v in data.items() if k in form.changed_data and k != "key"}
+        services.experiment_settings_update(experiment=obj, **changed)
+
+    def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        if form.instance.status == Experiment.Status.DRAFT:
+            services.experiment_plan_refresh(experiment=form.instance)
+
+    def _each(
+        self, request: HttpRequest, queryset: QuerySet[Experiment], action, done: str
+    ) -> None:
+        for experiment in queryset:
+            try:
+                action(experiment)
+            except ValidationError as exc:
+                self.message_user(request, f"{experiment.key}: {'; '.join(exc.messages)}",
+                                  messages.ERROR)  # fmt: skip
+            else:
+                self.message_user(request, f"{experiment.key}: {done}", messages.SUCCESS)
+
+    @admin.action(description="Start today (assign and produce tasks)")
+    def start_today(self, request: HttpRequest, queryset: QuerySet[Experiment]) -> None:
+        self._each(
+            request,
+            queryset,
+            lambda e: services.experiment_start(experiment=e, start_date=timezone.localdate()),
+            "started",
+        )
+
+    @admin.action(description="Analyse (evaluation window over)")
+    def analyse(self, request: HttpRequest, queryset: QuerySet[Experiment]) -> None:
+        self._each(request, queryset, lambda e: services.experiment_analyse(experiment=e),
+                   "analysing")  # fmt: skip
+
+    @admin.action(description="Analyse now (interim look)")
+    def analyse_interim(self, request: HttpRequest, queryset: QuerySet[Experiment]) -> None:
+        self._each(
+            request, queryset, lambda e: services.experiment_analyse(experiment=e, force=True),
+            "analysing",
+        )  # fmt: skip
+
+    @admin.action(description="Complete (freeze the report)")
+    def complete(self, request: HttpRequest, queryset: QuerySet[Experiment]) -> None:
+        self._each(request, queryset, lambda e: services.experiment_complete(experiment=e),
+                   "completed")  # fmt: skip
+
+    # --- report pages ---------------------------------------------------------------------
+
+    def get_urls(self) -> list:
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/report/", view(self.report_view),
+                 name="abtest_experiment_report"),
+            path("<path:object_id>/report.csv", view(self.report_csv_view),
+                 name="abtest_experiment_report_csv"),
+            *super().get_urls(),
+        ]  # fmt: skip
+
+    def report_view(self, request: HttpRequest, object_id: str) -> TemplateResponse:
+        experiment = get_object_or_404(Experiment, pk=object_id)
+        if not self.has_view_permission(request, experiment):
+            raise PermissionDenied("no view permission on experiments")
+        report = experiment_report(experiment=experiment)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Report: {experiment.key}",
+            "experiment": experiment,
+            "report": report,
+            "rows": display_rows(report),
+            "charts": [mark_safe(svg) for svg in charts.report_charts(report.get("daily", {}))],
+            "api_url": reverse("experiment-report", args=[experiment.key]),
+        }
+        return TemplateResponse(request, "admin/abtest/experiment/report.html", context)
+
+    def report_csv_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        experiment = get_object_or_404(Experiment, pk=object_id)
+        if not self.has_view_permission(request, experiment):
+            raise PermissionDenied("no view permission on experiments")
+        body = analysis.report_csv(experiment_report(experiment=experiment))
+        response = HttpResponse(body, content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{experiment.key}-report.csv"'
+        return response

@@ -1,0 +1,124 @@
+"""REST API of the A/B module: the experiment report as JSON for the `ops` scope."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from abtest.models import Experiment
+from abtest.selectors import experiment_report
+from campaigns.auth import ApiKeyAuthentication, ApiKeyRateThrottle, HasScope
+from campaigns.models import ApiScope
+
+
+class _EstimateSerializer(serializers.Serializer):
+    value = serializers.FloatField(allow_null=True)
+    ci_low = serializers.FloatField(allow_null=True)
+    ci_high = serializers.FloatField(allow_null=True)
+    p_value = serializers.FloatField(allow_null=True)
+
+
+class _ArmStatsSerializer(serializers.Serializer):
+    n = serializers.IntegerField()
+    mean = serializers.FloatField(allow_null=True)
+
+
+class _RowSerializer(serializers.Serializer):
+    metric = serializers.CharField(help_text="active_rate, arpu, clicks, active_days, ...")
+    label = serializers.CharField()
+    type = serializers.CharField(help_text="proportion or mean")
+    primary = serializers.BooleanField()
+    population = serializers.ChoiceField(
+        choices=["targeted", "itt"], help_text="targeted groups or whole arms (intention to treat)"
+    )
+    adjustment = serializers.ChoiceField(choices=["none", "cuped"])
+    capped = serializers.BooleanField(help_text="winsorised at the experiment's quantile")
+    control = _ArmStatsSerializer()
+    treatment = _ArmStatsSerializer()
+    absolute = _EstimateSerializer(allow_null=True)
+    relative = _EstimateSerializer(allow_null=True, help_text="null when the control mean is 0")
+    p_value = serializers.FloatField(allow_null=True)
+    p_value_holm = serializers.FloatField(allow_null=True)
+    significant = serializers.BooleanField()
+    theta = serializers.FloatField(allow_null=True, help_text="CUPED coefficient")
+
+
+class _GroupSerializer(serializers.Serializer):
+    assigned = serializers.IntegerField()
+    targeted = serializers.IntegerField()
+    active = serializers.IntegerField()
+    expenditure = serializers.DecimalField(max_digits=18, decimal_places=2, coerce_to_string=True)
+    reward_cost = serializers.DecimalField(max_digits=18, decimal_places=2, coerce_to_string=True)
+    net_expenditure = serializers.DecimalField(
+        max_digits=18, decimal_places=2, coerce_to_string=True
+    )
+
+
+class _SrmSerializer(serializers.Serializer):
+    p_value = serializers.FloatField()
+    flagged = serializers.BooleanField()
+    threshold = serializers.FloatField()
+    observed = serializers.DictField(child=serializers.IntegerField())
+    expected_share = serializers.DictField(child=serializers.FloatField())
+
+
+class _SeriesSerializer(serializers.Serializer):
+    group = serializers.CharField()
+    population = serializers.CharField()
+    n = serializers.IntegerField()
+    active_rate = serializers.ListField(child=serializers.FloatField())
+    arpu = serializers.ListField(child=serializers.FloatField())
+
+
+class _DailySerializer(serializers.Serializer):
+    dates = serializers.ListField(child=serializers.CharField())
+    series = _SeriesSerializer(many=True)
+
+
+class _ArmSerializer(serializers.Serializer):
+    role = serializers.CharField()
+    name = serializers.CharField()
+    model = serializers.CharField()
+    weight = serializers.FloatField()
+    campaign_id = serializers.IntegerField(allow_null=True)
+
+
+class ReportOutputSerializer(serializers.Serializer):
+    experiment = serializers.DictField(help_text="key, status, seed, windows and settings")
+    computed_at = serializers.CharField(required=False)
+    arms = _ArmSerializer(many=True)
+    groups = serializers.DictField(child=_GroupSerializer(), required=False)
+    srm = _SrmSerializer(required=False)
+    rows = _RowSerializer(many=True)
+    cost_per_incremental_active = serializers.DictField(
+        child=serializers.FloatField(allow_null=True), required=False
+    )
+    daily = _DailySerializer(required=False)
+    notes = serializers.ListField(child=serializers.CharField())
+
+
+class ExperimentReportApi(APIView):
+    """GET /api/v1/experiments/<key>/report: the summary table, SRM, daily series and totals."""
+
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [HasScope]
+    throttle_classes = [ApiKeyRateThrottle]
+    required_scope = ApiScope.OPS
+
+    @extend_schema(
+        operation_id="experiment_report",
+        responses={
+            200: ReportOutputSerializer,
+            401: OpenApiResponse(description="missing or invalid API key"),
+            403: OpenApiResponse(description="the key lacks the ops scope"),
+            404: OpenApiResponse(description="no experiment with this key"),
+        },
+    )
+    def get(self, request: Request, key: str) -> Response:
+        experiment = get_object_or_404(Experiment, key=key)
+        report = experiment_report(experiment=experiment)
+        return Response(ReportOutputSerializer(report).data)

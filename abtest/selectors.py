@@ -1,0 +1,297 @@
+"""Reads of the A/B module: population, per-advertiser metrics, daily series, the report.
+
+The metrics come from DailyStat in two aggregate queries over the evaluation window: one per
+advertiser, joined with the assignments (which carry the pre-period covariates stored at start,
+see services.experiment_covariates_capture), zero rows included; and one per group and day for
+the chart. Everything after that is numpy in `abtest.analysis`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+from django.db import connection
+from django.db.models import Count, F, FloatField, Max, Q, QuerySet, Sum
+from django.db.models.functions import Cast, Coalesce
+from django.utils import timezone
+
+from abtest import analysis, stats
+from abtest import sql as sql_parts
+from abtest.models import Arm, Assignment, Experiment
+from advertisers.models import Advertiser, DailyStat
+
+# Advertiser fields a population filter may use.
+POPULATION_FIELDS = ("business_scale", "main_category", "star_level", "registered_on")
+
+
+def experiment_population(*, experiment: Experiment) -> QuerySet[Advertiser]:
+    return Advertiser.objects.filter(**(experiment.population_filter or {}))
+
+
+def _scope_ids(experiment: Experiment) -> list[int]:
+    return list(experiment.scenarios.values_list("pk", flat=True))
+
+
+def _arm_group_case(experiment: Experiment) -> tuple[str, list[int]]:
+    """SQL mapping arm_id to the analysis group code (0 holdout, 1 control, 2 treatment)."""
+    arms = {arm.role: arm.pk for arm in experiment.arms.all()}
+    sql = "CASE a.arm_id WHEN %s THEN 1 WHEN %s THEN 2 ELSE 0 END"
+    return sql, [arms.get(Arm.Role.CONTROL, -1), arms.get(Arm.Role.TREATMENT, -1)]
+
+
+def _scope_sql(scope: list[int]) -> tuple[str, list[int]]:
+    if not scope:
+        return "", []
+    return f" AND d.scenario_id IN ({', '.join(['%s'] * len(scope))})", scope
+
+
+def experiment_baseline(*, experiment: Experiment) -> dict:
+    """Population size and its recent active rate and ARPU, for the power plan.
+
+    Uses the last `evaluation_days` days of data in scope (the same window length the
+    experiment will measure), counting advertisers with no rows as zero.
+    """
+    scope = _scope_ids(experiment)
+    population = experiment_population(experiment=experiment)
+    size = population.count()
+    stats_qs = DailyStat.objects.all()
+    if scope:
+        stats_qs = stats_qs.filter(scenario_id__in=scope)
+    last_day = stats_qs.aggregate(last=Max("date"))["last"]
+    empty = {"population": size, "baseline_window": None, "active_rate": 0.0, "arpu": 0.0,
+             "arpu_variance": 0.0}  # fmt: skip
+    if last_day is None or size == 0:
+        return empty
+    first_day = last_day - dt.timedelta(days=experiment.evaluation_days - 1)
+    per_advertiser = (
+        stats_qs.filter(date__range=(first_day, last_day), advertiser__in=population)
+        .values("advertiser")
+        .annotate(spend=Sum(Cast("expenditure", FloatField())))
+    )
+    totals = per_advertiser.aggregate(
+        active=Count("advertiser", filter=Q(spend__gt=0)),
+        total=Coalesce(Sum("spend"), 0.0),
+        total_sq=Coalesce(Sum(F("spend") * F("spend")), 0.0),
+    )
+    # Advertisers without rows spent nothing: they count in n with zero.
+    summary = stats.mean_summary(n=size, total=totals["total"], total_sq=totals["total_sq"])
+    return {
+        "population": size,
+        "baseline_window": [first_day.isoformat(), last_day.isoformat()],
+        "active_rate": totals["active"] / size,
+        "arpu": summary.mean,
+        "arpu_variance": summary.variance if np.isfinite(summary.variance) else 0.0,
+    }
+
+
+def experiment_advertiser_metrics(*, experiment: Experiment) -> analysis.AdvertiserMetrics:
+    """Per assigned advertiser: window sums in scope, stored pre-period covariates, rewards.
+
+    One pass over the evaluation window of DailyStat, grouped by advertiser, with active days
+    as bit masks (see abtest.sql) that numpy counts. Advertisers without rows get zeros
+    through the LEFT JOIN.
+    """
+    sql_parts.functions_ensure()
+    group_sql, group_params = _arm_group_case(experiment)
+    scope_sql, scope_params = _scope_sql(_scope_ids(experiment))
+    start = experiment.evaluation_start
+    masks, masks_params = sql_parts.day_masks(experiment.evaluation_days, start)
+    chunks = len(masks)
+    masks_sql = ", ".join(f"{mask} AS mask{k}" for k, mask in enumerate(masks))
+    sql = f"""
+        SELECT a.advertiser_id, {group_sql}, CAST(a.targeted AS INTEGER),
+            a.pre_spend_cents, a.pre_clicks, a.pre_active_days,
+            COALESCE(p.spend, 0), COALESCE(p.clicks, 0),
+            {", ".join(f"COALESCE(p.mask{k}, 0)" for k in range(chunks))}
+        FROM {Assignment._meta.db_table} a
+        LEFT JOIN (
+            SELECT d.advertiser_id,
+                CAST(ROUND(SUM(CAST(d.expenditure AS DOUBLE PRECISION)) * 100) AS BIGINT)
+                    AS spend,
+                SUM(d.clicks) AS clicks,
+                {masks_sql}
+            FROM {DailyStat._meta.db_table} d
+            WHERE d.date >= %s AND d.date <= %s{scope_sql}
+            GROUP BY d.advertiser_id
+        ) p ON p.advertiser_id = a.advertiser_id
+        WHERE a.experiment_id = %s
+    """
+    params = [
+        *group_params, *masks_params, start, experiment.evaluation_end,
+        *scope_params, experiment.pk,
+    ]  # fmt: skip
+    with sql_parts.analytics_session():
+        table = sql_parts.int_matrix(sql, params, columns=8 + chunks)
+    table = table[np.argsort(table[:, 0], kind="stable")]  # by advertiser, cheaper than SQL
+    active_days, first_active = sql_parts.masks_count(table[:, 8:], days=experiment.evaluation_days)
+    reward = _reward_cents(experiment, table[:, 0])
+    return analysis.AdvertiserMetrics(
+        group=table[:, 1],
+        targeted=table[:, 2].astype(bool),
+        spend=table[:, 6] / 100.0,
+        clicks=table[:, 7].astype(float),
+        active_days=active_days.astype(float),
+        pre_spend=table[:, 3] / 100.0,
+        pre_clicks=table[:, 4].astype(float),
+        pre_active_days=table[:, 5].astype(float),
+        reward=reward / 100.0,
+        first_active_day=first_active,
+    )
+
+
+def experiment_reward_source(*, experiment: Experiment) -> str | None:
+    """Why reward costs are zero, or None when they come from the arms' campaigns."""
+    try:
+        from campaigns.models import IncentiveTask  # noqa: F401
+    except ImportError:
+        return "reward cost shown as zero: the campaigns module is not available"
+    if not experiment.arms.filter(campaign_id__isnull=False).exists():
+        return "reward cost shown as zero: no campaign was produced for the arms"
+    return None
+
+
+def _reward_cents(experiment: Experiment, advertiser_ids: np.ndarray) -> np.ndarray:
+    """Completed tasks' rewards per advertiser (integer cents), aligned with `advertiser_ids`."""
+    cents = np.zeros(advertiser_ids.size, dtype=np.int64)
+    if experiment_reward_source(experiment=experiment) is not None:
+        return cents
+    from campaigns.models import IncentiveTask, TaskState
+
+    campaign_ids = list(
+        experiment.arms.filter(campaign_id__isnull=False).values_list("campaign_id", flat=True)
+    )
+    rewards = (
+        IncentiveTask.objects.filter(campaign_id__in=campaign_ids, state=TaskState.COMPLETED)
+        .values("advertiser_id")
+        .annotate(total=Sum("reward"))
+        .values_list("advertiser_id", "total")
+    )
+    pairs = np.array([(pk, round(total * 100)) for pk, total in rewards], dtype=np.int64)
+    if pairs.size:
+        positions = np.searchsorted(advertiser_ids, pairs[:, 0])
+        inside = (positions < advertiser_ids.size) & (
+            advertiser_ids[np.minimum(positions, advertiser_ids.size - 1)] == pairs[:, 0]
+        )
+        cents[positions[inside]] = pairs[inside, 1]
+    return cents
+
+
+def experiment_daily(
+    *, experiment: Experiment, metrics: analysis.AdvertiserMetrics | None = None
+) -> dict:
+    """Cumulative daily active rate and ARPU per group and population over the window.
+
+    Active advertisers come from the metrics' first active day; spend per day from one
+    aggregate per (group, targeted, day) over the window only.
+    """
+    metrics = metrics or experiment_advertiser_metrics(experiment=experiment)
+    group_sql, group_params = _arm_group_case(experiment)
+    scope_sql, scope_params = _scope_sql(_scope_ids(experiment))
+    start, end = experiment.evaluation_start, experiment.evaluation_end
+    sql = f"""
+        SELECT {group_sql}, a.targeted, {sql_parts.day_offset()},
+            CAST(SUM(d.expenditure) AS DOUBLE PRECISION)
+        FROM {DailyStat._meta.db_table} d
+        JOIN {Assignment._meta.db_table} a
+            ON a.advertiser_id = d.advertiser_id AND a.experiment_id = %s
+        WHERE d.date >= %s AND d.date <= %s{scope_sql}
+        GROUP BY 1, 2, 3
+    """
+    with sql_parts.analytics_session(), connection.cursor() as cursor:
+        cursor.execute(sql, [*group_params, start, experiment.pk, start, end, *scope_params])
+        spend = np.array(cursor.fetchall(), dtype=float).reshape(-1, 4)
+    days = [(start + dt.timedelta(days=i)).isoformat() for i in range(experiment.evaluation_days)]
+    return {"dates": days, "series": analysis.daily_series(metrics, spend, len(days))}
+
+
+def experiment_srm(*, experiment: Experiment, counts: dict[str, int]) -> dict:
+    """Sample-ratio check of the stored assignment counts against the configured split."""
+    arms = {arm.role: arm.weight for arm in experiment.arms.all()}
+    total_weight = sum(arms.values()) or 1.0
+    share = 1.0 - experiment.holdout_share
+    expected = {
+        "control": share * arms.get(Arm.Role.CONTROL, 0.0) / total_weight,
+        "treatment": share * arms.get(Arm.Role.TREATMENT, 0.0) / total_weight,
+    }
+    if experiment.holdout_share > 0:
+        expected["holdout"] = experiment.holdout_share
+    names = list(expected)
+    observed = [counts.get(name, 0) for name in names]
+    p_value = stats.srm_p_value(observed, [expected[name] for name in names])
+    return {
+        "p_value": p_value,
+        "flagged": p_value < stats.SRM_THRESHOLD,
+        "threshold": stats.SRM_THRESHOLD,
+        "observed": dict(zip(names, observed, strict=True)),
+        "expected_share": expected,
+    }
+
+
+def _experiment_header(experiment: Experiment) -> dict:
+    def iso(value: dt.date | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "key": experiment.key,
+        "hypothesis": experiment.hypothesis,
+        "status": experiment.status,
+        "seed": experiment.seed,
+        "scenarios": list(experiment.scenarios.values_list("code", flat=True)),
+        "population_filter": experiment.population_filter,
+        "holdout_share": experiment.holdout_share,
+        "alpha": experiment.alpha,
+        "winsor_quantile": experiment.winsor_quantile,
+        "pre_period_start": iso(experiment.pre_period_start),
+        "evaluation_start": iso(experiment.evaluation_start),
+        "evaluation_end": iso(experiment.evaluation_end),
+        "covariates_captured_at": (
+            experiment.covariates_captured_at.isoformat()
+            if experiment.covariates_captured_at
+            else None
+        ),
+        "budget_per_arm": str(experiment.budget_per_arm),
+        "targets_per_arm": experiment.targets_per_arm,
+        "inactivity_threshold": experiment.inactivity_threshold,
+    }
+
+
+def _arms_summary(experiment: Experiment) -> list[dict]:
+    return [
+        {"role": arm.role, "name": arm.name, "model": arm.model_label, "weight": arm.weight,
+         "campaign_id": arm.campaign_id}
+        for arm in experiment.arms.select_related("model_version")
+    ]  # fmt: skip
+
+
+def experiment_report(*, experiment: Experiment, use_frozen: bool = True) -> dict:
+    """The full report as JSON-ready data; a completed experiment returns its frozen copy."""
+    if use_frozen and experiment.status == Experiment.Status.COMPLETED and experiment.report:
+        return experiment.report
+    header = _experiment_header(experiment)
+    if experiment.start_date is None:
+        return {"experiment": header, "arms": _arms_summary(experiment), "rows": [],
+                "notes": ["not started: no assignments yet"]}  # fmt: skip
+    metrics = experiment_advertiser_metrics(experiment=experiment)
+    totals = analysis.group_totals(metrics)
+    notes = []
+    reward_note = experiment_reward_source(experiment=experiment)
+    if reward_note:
+        notes.append(reward_note)
+    if timezone.localdate() <= experiment.evaluation_end:
+        notes.append(f"interim: the evaluation window runs until {experiment.evaluation_end}")
+    return {
+        "experiment": header,
+        "computed_at": timezone.now().isoformat(),
+        "arms": _arms_summary(experiment),
+        "groups": totals,
+        "srm": experiment_srm(
+            experiment=experiment, counts={k: v["assigned"] for k, v in totals.items()}
+        ),
+        "rows": analysis.report_rows(
+            metrics, alpha=experiment.alpha, winsor_quantile=experiment.winsor_quantile
+        ),
+        "cost_per_incremental_active": analysis.cost_per_incremental_active(metrics),
+        "daily": experiment_daily(experiment=experiment, metrics=metrics),
+        "notes": notes,
+    }

@@ -1,0 +1,620 @@
+"""Writes of the A/B module: create, plan, assign, produce tasks, analyse, complete.
+
+Life cycle: draft -> running -> analysing -> completed. Starting assigns the whole population in
+one bulk insert that skips rows already present (so a re-run never re-buckets anyone), then
+each arm's model selects its targets through the campaigns module and the targeted advertisers
+are recorded here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from abtest import hashing, stats
+from abtest import sql as sql_parts
+from abtest.models import Arm, Assignment, Experiment
+from abtest.selectors import (
+    POPULATION_FIELDS,
+    experiment_baseline,
+    experiment_population,
+    experiment_report,
+)
+from advertisers.models import Advertiser, DailyStat, Scenario
+from predictor.models import ModelKind, ModelVersion
+
+_LOOKUPS = ("", "exact", "in", "gt", "gte", "lt", "lte", "range", "iexact", "icontains")
+
+
+@dataclass(frozen=True)
+class AssignResult:
+    created: int
+    total: int
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def population_filter_validate(population_filter: dict) -> None:
+    """Only plain advertiser field lookups are accepted, so a filter can never reach other data."""
+    if not isinstance(population_filter, dict):
+        raise ValidationError(
+            {
+                "population_filter": "must be a JSON object of advertiser lookups, e.g. "
+                '{"business_scale__in": [1, 2]}'
+            }
+        )
+    for key in population_filter:
+        field, _, lookup = key.partition("__")
+        if field not in POPULATION_FIELDS or lookup not in _LOOKUPS:
+            raise ValidationError(
+                {
+                    "population_filter": f"unknown lookup {key!r}: use one of the fields "
+                    f"{', '.join(POPULATION_FIELDS)} with an optional lookup "
+                    f"({', '.join(x for x in _LOOKUPS if x)})"
+                }
+            )
+    try:
+        Advertiser.objects.filter(**population_filter).exists()
+    except (TypeError, ValueError, ValidationError, DatabaseError) as exc:
+        raise ValidationError(
+            {
+                "population_filter": f"the filter {population_filter} cannot be applied ({exc}): "
+                'give each lookup a value of its type, e.g. {"star_level__gte": 3}'
+            }
+        ) from exc
+
+
+def _arm_model_validate(role: str, kind: str, version: ModelVersion | None) -> None:
+    if not kind and version is None:
+        raise ValidationError({role: "bind the arm to a model kind or a model version"})
+    if kind and kind not in ModelKind.values:
+        raise ValidationError(
+            {role: f"unknown model kind {kind!r}: use one of {', '.join(ModelKind.values)}"}
+        )
+
+
+def templates_check(template_ids: Sequence[int]) -> None:
+    """Every id names a campaigns task template."""
+    if not template_ids:
+        return
+    from campaigns.models import TaskTemplate
+
+    found = set(TaskTemplate.objects.filter(pk__in=template_ids).values_list("pk", flat=True))
+    missing = sorted(set(template_ids) - found)
+    if missing:
+        raise ValidationError(
+            {
+                "template_ids": f"no task template with id {missing}: pick ids from the campaigns' "
+                "task templates"
+            }
+        )
+
+
+# --- create and plan -----------------------------------------------------------------------
+
+
+@transaction.atomic
+def experiment_create(
+    *,
+    key: str,
+    hypothesis: str = "",
+    scenarios: Iterable[Scenario] = (),
+    population_filter: dict | None = None,
+    control_kind: str = ModelKind.SINGLE_TASK,
+    treatment_kind: str = ModelKind.M2M,
+    control_version: ModelVersion | None = None,
+    treatment_version: ModelVersion | None = None,
+    control_weight: float = 0.5,
+    treatment_weight: float = 0.5,
+    holdout_share: float = 0.0,
+    template_ids: Sequence[int] = (),
+    targets_per_arm: int | None = None,
+    inactivity_threshold: float | None = None,
+    budget_per_arm: Decimal = Decimal("0"),
+    reward_cap: Decimal | None = None,
+    pre_period_days: int = 28,
+    evaluation_days: int = 7,
+    alpha: float = stats.DEFAULT_ALPHA,
+    winsor_quantile: float | None = None,
+    expected_relative_lift: float = 0.05,
+    seed: str | None = None,
+) -> Experiment:
+    """A draft experiment with its two arms and its power plan; nothing stored if invalid.
+
+    By default control is the single-task baseline and treatment is M2M, 50/50.
+    """
+    population_filter = population_filter or {}
+    population_filter_validate(population_filter)
+    _arm_model_validate("control", "" if control_version else control_kind, control_version)
+    _arm_model_validate("treatment", "" if treatment_version else treatment_kind, treatment_version)
+    templates_check(template_ids)
+    if targets_per_arm is not None and inactivity_threshold is not None:
+        raise ValidationError(
+            "set either targets_per_arm or inactivity_threshold, not both: both arms must be "
+            "targeted by the same rule"
+        )
+    experiment = Experiment(
+        key=key,
+        hypothesis=hypothesis,
+        population_filter=population_filter,
+        holdout_share=holdout_share,
+        template_ids=list(template_ids),
+        targets_per_arm=targets_per_arm,
+        inactivity_threshold=inactivity_threshold,
+        budget_per_arm=budget_per_arm,
+        reward_cap=reward_cap,
+        pre_period_days=pre_period_days,
+        evaluation_days=evaluation_days,
+        alpha=alpha,
+        winsor_quantile=winsor_quantile,
+        expected_relative_lift=expected_relative_lift,
+    )
+    if seed:
+        experiment.seed = seed
+    experiment.full_clean()
+    experiment.save()
+    experiment.scenarios.set(scenarios)
+    for role, kind, version, weight in (
+        (Arm.Role.CONTROL, control_kind, control_version, control_weight),
+        (Arm.Role.TREATMENT, treatment_kind, treatment_version, treatment_weight),
+    ):
+        arm = Arm(
+            experiment=experiment,
+            role=role,
+            name=(version.kind if version else kind).replace("_", "-"),
+            model_kind="" if version else kind,
+            model_version=version,
+            weight=weight,
+        )
+        arm.full_clean()
+        arm.save()
+    _weights_check(experiment)
+    experiment_plan_refresh(experiment=experiment)
+    return experiment
+
+
+def _weights_check(experiment: Experiment) -> None:
+    weights = [arm.weight for arm in experiment.arms.all()]
+    if sum(weights) <= 0:
+        raise ValidationError(
+            {
+                "weight": f"arm weights {weights} of {experiment.key} sum to zero: give each arm a "
+                "positive share (0.5/0.5 by default)"
+            }
+        )
+
+
+def _arms(experiment: Experiment) -> list[Arm]:
+    """Arms in a fixed order (control, treatment): the order the hash ranges follow."""
+    return sorted(experiment.arms.all(), key=lambda a: a.role != Arm.Role.CONTROL)
+
+
+def experiment_plan_refresh(*, experiment: Experiment) -> dict:
+    """Planned arm sizes, baselines, minimum detectable effects and power; stored on the row."""
+    baseline = experiment_baseline(experiment=experiment)
+    arms = _arms(experiment)
+    total_weight = sum(a.weight for a in arms) or 1.0
+    population = baseline["population"]
+    in_arms = population * (1.0 - experiment.holdout_share)
+    sizes = {a.role: round(in_arms * a.weight / total_weight) for a in arms}
+    n_a, n_b = sizes.get(Arm.Role.CONTROL, 0), sizes.get(Arm.Role.TREATMENT, 0)
+    common = {"alpha": experiment.alpha}
+    rate, mean, var = baseline["active_rate"], baseline["arpu"], baseline["arpu_variance"]
+
+    def figures(n_control: int, n_treatment: int) -> dict:
+        sizes_kw = {"n_control": n_control, "n_treatment": n_treatment, **common}
+        effect = experiment.expected_relative_lift
+        return {
+            "n_control": n_control,
+            "n_treatment": n_treatment,
+            "mde_active_rate": _finite(stats.mde_proportion(baseline=rate, **sizes_kw)),
+            "mde_arpu": _finite(stats.mde_relative(mean=mean, variance=var, **sizes_kw)),
+            "power_active_rate": stats.power_relative(
+                effect=effect, mean=rate, variance=rate * (1 - rate), **sizes_kw
+            ),
+            "power_arpu": stats.power_relative(effect=effect, mean=mean, variance=var, **sizes_kw),
+        }
+
+    plan = {
+        **baseline,
+        "alpha": experiment.alpha,
+        "power_target": stats.DEFAULT_POWER,
+        "expected_relative_lift": experiment.expected_relative_lift,
+        "n_holdout": round(population * experiment.holdout_share),
+        "itt": figures(n_a, n_b),
+    }
+    if experiment.targets_per_arm:
+        targets = experiment.targets_per_arm
+        plan["targeted"] = {
+            **figures(min(targets, n_a), min(targets, n_b)),
+            "note": "uses the population baseline; predicted-inactive targets start lower, so "
+            "their real MDE is larger",
+        }
+    experiment.plan = plan
+    experiment.save(update_fields=["plan"])
+    return plan
+
+
+def _finite(value: float) -> float | None:
+    return value if np.isfinite(value) else None
+
+
+@transaction.atomic
+def experiment_settings_update(*, experiment: Experiment, **fields: object) -> Experiment:
+    """Change a draft's settings (not its seed) and refresh its plan."""
+    experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    if experiment.status != Experiment.Status.DRAFT:
+        raise ValidationError(
+            f"experiment {experiment.key} is {experiment.status}: settings are frozen once it "
+            "starts; create a new experiment instead"
+        )
+    scenarios = fields.pop("scenarios", None)
+    if "population_filter" in fields:
+        population_filter_validate(fields["population_filter"])  # type: ignore[arg-type]
+    for name, value in fields.items():
+        if name in ("seed", "status", "plan", "report", "key"):
+            raise ValidationError(f"{name} cannot be changed through settings")
+        setattr(experiment, name, value)
+    experiment.full_clean()
+    experiment.save()
+    if scenarios is not None:
+        experiment.scenarios.set(scenarios)  # type: ignore[arg-type]
+    experiment_plan_refresh(experiment=experiment)
+    return experiment
+
+
+@transaction.atomic
+def experiment_weights_update(
+    *, experiment: Experiment, control_weight: float, treatment_weight: float
+) -> None:
+    """New arm weights; they apply only to advertisers assigned from now on.
+
+    Stored assignments are never re-bucketed. On a running experiment the SRM check then
+    compares old assignments against the new weights and will usually flag it, which is the
+    honest warning: restart as a new experiment to change the split cleanly.
+    """
+    if control_weight < 0 or treatment_weight < 0 or control_weight + treatment_weight <= 0:
+        raise ValidationError(
+            f"weights {control_weight}/{treatment_weight} for {experiment.key} must be "
+            "non-negative with a positive sum"
+        )
+    if experiment.status not in (Experiment.Status.DRAFT, Experiment.Status.RUNNING):
+        raise ValidationError(f"experiment {experiment.key} is {experiment.status}: too late")
+    experiment.arms.filter(role=Arm.Role.CONTROL).update(weight=control_weight)
+    experiment.arms.filter(role=Arm.Role.TREATMENT).update(weight=treatment_weight)
+    if experiment.status == Experiment.Status.DRAFT:
+        experiment_plan_refresh(experiment=experiment)
+
+
+# --- assignment ----------------------------------------------------------------------------
+
+
+def experiment_assign(*, experiment: Experiment) -> AssignResult:
+    """Assign every population member that has no assignment yet; existing rows never move."""
+    arms = _arms(experiment)
+    boundaries = hashing.arm_boundaries([a.weight for a in arms], experiment.holdout_share)
+    already = Assignment.objects.filter(experiment=experiment).values("advertiser_id")
+    rows = list(
+        experiment_population(experiment=experiment)
+        .exclude(pk__in=already)
+        .values_list("pk", "advertiser_id")
+    )
+    created = 0
+    if rows:
+        pks = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        bucket_numbers = hashing.buckets(experiment.seed, [r[1] for r in rows])
+        groups = hashing.groups_for_buckets(bucket_numbers, boundaries)
+        arm_ids = np.array([0] + [a.pk for a in arms], dtype=np.int64)[groups]
+        created = _assignments_insert(experiment.pk, pks, arm_ids, bucket_numbers)
+    if created and experiment.start_date is not None:
+        experiment_covariates_capture(experiment=experiment)
+    total = Assignment.objects.filter(experiment=experiment).count()
+    return AssignResult(created=created, total=total)
+
+
+def experiment_covariates_capture(*, experiment: Experiment) -> int:
+    """Store every assignment's pre-period spend, clicks and active days (in scope).
+
+    CUPED needs each advertiser's pre-period value; it is fixed before treatment, so it is
+    measured here (at start, and again when analysis begins, to take in late-ingested days)
+    and a report then reads only the evaluation window. One aggregate over the pre-period with
+    active days as bit masks (abtest.sql), written by one UPDATE. Returns the rows with any
+    pre-period activity.
+    """
+    if experiment.start_date is None:
+        raise ValidationError(f"experiment {experiment.key} has no start date yet")
+    sql_parts.functions_ensure()
+    table, daily = Assignment._meta.db_table, DailyStat._meta.db_table
+    scope = list(experiment.scenarios.values_list("pk", flat=True))
+    scope_sql = f" AND d.scenario_id IN ({', '.join(['%s'] * len(scope))})" if scope else ""
+    first = experiment.pre_period_start
+    masks, masks_params = sql_parts.day_masks(experiment.pre_period_days, first)
+    active_days = " + ".join(sql_parts.popcount(f"COALESCE({mask}, 0)") for mask in masks)
+    with sql_parts.analytics_session(), connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET pre_spend_cents = 0, pre_clicks = 0, pre_active_days = 0 "
+            "WHERE experiment_id = %s AND (pre_spend_cents <> 0 OR pre_clicks <> 0 "
+            "OR pre_active_days <> 0)",
+            [experiment.pk],
+        )
+        cursor.execute(
+            f"""
+            UPDATE {table} SET pre_spend_cents = p.spend, pre_clicks = p.clicks,
+                pre_active_days = p.active_days
+            FROM (
+                SELECT d.advertiser_id,
+                    CAST(ROUND(SUM(CAST(d.expenditure AS DOUBLE PRECISION)) * 100) AS BIGINT)
+                        AS spend,
+                    SUM(d.clicks) AS clicks,
+                    {active_days} AS active_days
+                FROM {daily} d
+                WHERE d.date >= %s AND d.date < %s{scope_sql}
+                GROUP BY d.advertiser_id
+            ) p
+            WHERE {table}.experiment_id = %s AND {table}.advertiser_id = p.advertiser_id
+            """,
+            [*masks_params, first, experiment.start_date, *scope, experiment.pk],
+        )
+        updated = cursor.rowcount
+    Experiment.objects.filter(pk=experiment.pk).update(covariates_captured_at=timezone.now())
+    return updated
+
+
+def _pg_array(values: np.ndarray) -> str:
+    """An integer array literal: far cheaper to send than a list adapted element by element."""
+    return "{" + ",".join(map(str, values.tolist())) + "}"
+
+
+def _assignments_insert(
+    experiment_id: int, pks: np.ndarray, arm_ids: np.ndarray, bucket_numbers: np.ndarray
+) -> int:
+    """Insert many assignments, skipping any (experiment, advertiser) already present.
+
+    PostgreSQL gets one INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO NOTHING (100,000
+    rows well under a second); other databases use bulk_create with ignore_conflicts.
+    """
+    now = timezone.now()
+    if connection.vendor == "postgresql":
+        table = Assignment._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                INSERT INTO {table}
+                    (experiment_id, advertiser_id, arm_id, bucket, targeted, assigned_at,
+                     pre_spend_cents, pre_clicks, pre_active_days)
+                SELECT %s, t.advertiser_id, NULLIF(t.arm_id, 0), t.bucket, FALSE, %s, 0, 0, 0
+                FROM unnest(%s::bigint[], %s::bigint[], %s::integer[])
+                    AS t(advertiser_id, arm_id, bucket)
+                ON CONFLICT (experiment_id, advertiser_id) DO NOTHING
+                """,
+                [experiment_id, now, _pg_array(pks), _pg_array(arm_ids), _pg_array(bucket_numbers)],
+            )
+            return cursor.rowcount
+    objs = [
+        Assignment(
+            experiment_id=experiment_id,
+            advertiser_id=int(pk),
+            arm_id=int(arm) or None,
+            bucket=int(b),
+            assigned_at=now,
+        )
+        for pk, arm, b in zip(pks, arm_ids, bucket_numbers, strict=True)
+    ]
+    before = Assignment.objects.filter(experiment_id=experiment_id).count()
+    Assignment.objects.bulk_create(objs, batch_size=2000, ignore_conflicts=True)
+    return Assignment.objects.filter(experiment_id=experiment_id).count() - before
+
+
+# --- start, target, produce ----------------------------------------------------------------
+
+
+def experiment_start(
+    *, experiment: Experiment, start_date: dt.date | None = None, produce_tasks: bool = True
+) -> AssignResult:
+    """draft -> running: assign the population, then let each arm's model pick its targets.
+
+    With task production, the evaluation window starts the day after the arms' predictions
+    (the day the tasks become valid), and both arms must predict as of the same day so their
+    tasks share one window. All or nothing: if production fails, the assignments and the status
+    roll back too.
+    """
+    with transaction.atomic():
+        locked = Experiment.objects.select_for_update().get(pk=experiment.pk)
+        if locked.status != Experiment.Status.DRAFT:
+            raise ValidationError(
+                f"experiment {locked.key} is {locked.status}, not draft: it was already started"
+            )
+        _weights_check(locked)
+        if produce_tasks:
+            start_date = _task_window_start(locked, start_date)
+        locked.start_date = start_date or timezone.localdate()
+        locked.status = Experiment.Status.RUNNING
+        locked.started_at = timezone.now()
+        locked.save(update_fields=["start_date", "status", "started_at"])
+        result = experiment_assign(experiment=locked)
+        if produce_tasks:
+            experiment_produce_tasks(experiment=locked)
+    experiment.refresh_from_db()
+    return result
+
+
+def experiment_targets_record(*, arm: Arm, advertiser_ids: Iterable[int]) -> int:
+    """Mark these advertisers (primary keys) as targeted in `arm`; others in the arm untouched.
+
+    Only members of the arm can be marked: a target outside it would break the randomisation.
+    """
+    ids = list(advertiser_ids)
+    members = Assignment.objects.filter(arm=arm, advertiser_id__in=ids)
+    outsiders = set(ids) - set(members.values_list("advertiser_id", flat=True))
+    if outsiders:
+        sample = ", ".join(str(i) for i in sorted(outsiders)[:5])
+        raise ValidationError(
+            f"{len(outsiders)} advertisers (e.g. pk {sample}) are not in arm {arm.role} of "
+            f"{arm.experiment.key}: targets must come from the arm's own assignments"
+        )
+    return members.update(targeted=True)
+
+
+def _arm_model_version(arm: Arm) -> ModelVersion:
+    """The arm's pinned version; else its kind's active version, else the newest ready one
+    with predictions (the rule campaigns uses, so a fresh model can drive a demo)."""
+    if arm.model_version_id is not None:
+        return arm.model_version
+    versions = ModelVersion.objects.filter(kind=arm.model_kind)
+    version = versions.filter(status=ModelVersion.Status.ACTIVE).first() or (
+        versions.filter(status=ModelVersion.Status.READY, predictions__isnull=False)
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+    if version is None:
+        raise ValidationError(
+            f"arm {arm.role} of {arm.experiment.key} uses model kind {arm.model_kind!r} but no "
+            "version of it is active or ready with predictions: train and predict first, or "
+            "pin a version on the arm"
+        )
+    return version
+
+
+def _task_window_start(experiment: Experiment, start_date: dt.date | None) -> dt.date:
+    """The day after the arms' latest predictions, checked to be one day for both arms."""
+    _campaign_settings_check(experiment)
+    as_of = {}
+    for arm in _arms(experiment):
+        version = _arm_model_version(arm)
+        latest = version.predictions.aggregate(d=Max("as_of"))["d"]
+        if latest is None:
+            raise ValidationError(
+                f"arm {arm.role} of {experiment.key}: model version {version.pk} has no "
+                "predictions; run the predictor for it first"
+            )
+        as_of[arm.role] = latest
+    if len(set(as_of.values())) > 1:
+        raise ValidationError(
+            f"the arms of {experiment.key} predict as of different days ({as_of}): predict with "
+            "both models for the same day so both arms' tasks share one evaluation window"
+        )
+    window_start = next(iter(as_of.values())) + dt.timedelta(days=1)
+    if start_date is not None and start_date != window_start:
+        raise ValidationError(
+            f"start date {start_date} of {experiment.key} does not match the tasks' first "
+            f"valid day {window_start} (the day after the predictions); leave it empty"
+        )
+    return window_start
+
+
+def _campaign_settings_check(experiment: Experiment) -> None:
+    problems = []
+    if not experiment.template_ids:
+        problems.append("pick at least one task template (template_ids)")
+    if experiment.budget_per_arm <= 0:
+        problems.append("set a positive budget_per_arm")
+    if experiment.targets_per_arm is None and experiment.inactivity_threshold is None:
+        problems.append("set targets_per_arm or inactivity_threshold")
+    if problems:
+        raise ValidationError(
+            f"experiment {experiment.key} cannot produce tasks: {'; '.join(problems)}"
+        )
+
+
+def experiment_produce_tasks(*, experiment: Experiment) -> dict[str, int]:
+    """For each arm: one campaign with the shared settings, targets chosen by the arm's model
+    among the arm's own advertisers only, and the targeted advertisers recorded here.
+
+    Returns the number of targeted advertisers per arm role.
+    """
+    # Imported here: campaigns is the next stage; the assignment and the metrics never need it.
+    from campaigns.models import IncentiveTask
+    from campaigns.services import ProductionError, campaign_produce
+
+    targeted: dict[str, int] = {}
+    for arm in _arms(experiment):
+        campaign = _arm_campaign(experiment=experiment, arm=arm)
+        candidates = Assignment.objects.filter(arm=arm).values("advertiser_id")
+        try:
+            campaign_produce(campaign=campaign, candidate_advertiser_ids=candidates,
+                             actor=f"experiment {experiment.key}")  # fmt: skip
+        except ProductionError as exc:
+            raise ValidationError(f"arm {arm.role} of {experiment.key}: {exc}") from exc
+        chosen = IncentiveTask.objects.filter(campaign=campaign).values_list(
+            "advertiser_id", flat=True
+        )
+        targeted[arm.role] = experiment_targets_record(arm=arm, advertiser_ids=set(chosen))
+    return targeted
+
+
+def _arm_campaign(*, experiment: Experiment, arm: Arm) -> object:
+    """The arm's campaign, created once with the settings both arms share.
+
+    The model version is resolved now and pinned on the arm, so the report names the exact
+    version that chose the targets.
+    """
+    from campaigns.models import Campaign, TaskTemplate
+    from campaigns.services import campaign_create
+
+    if arm.campaign_id is not None:
+        return Campaign.objects.get(pk=arm.campaign_id)
+    version = _arm_model_version(arm)
+    templates = list(TaskTemplate.objects.filter(pk__in=experiment.template_ids))
+    by_targets = experiment.targets_per_arm is not None
+    campaign = campaign_create(
+        name=f"{experiment.key} / {arm.role}",
+        budget=experiment.budget_per_arm,
+        reward_cap=experiment.reward_cap or experiment.budget_per_arm,
+        templates=templates,
+        model_version=version,
+        policy=Campaign.Policy.BOTTOM_N if by_targets else Campaign.Policy.THRESHOLD,
+        top_n=experiment.targets_per_arm,
+        threshold=None if by_targets else Decimal(str(experiment.inactivity_threshold)),
+        scenarios=list(experiment.scenarios.all()),
+    )
+    arm.campaign_id = campaign.pk
+    arm.model_version = version
+    arm.save(update_fields=["campaign_id", "model_version"])
+    return campaign
+
+
+# --- analyse and complete ------------------------------------------------------------------
+
+
+@transaction.atomic
+def experiment_analyse(
+    *, experiment: Experiment, today: dt.date | None = None, force: bool = False
+) -> Experiment:
+    """running -> analysing, once the evaluation window is over (or forced)."""
+    locked = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    if locked.status != Experiment.Status.RUNNING:
+        raise ValidationError(f"experiment {locked.key} is {locked.status}, not running")
+    today = today or timezone.localdate()
+    if not force and locked.evaluation_end is not None and today <= locked.evaluation_end:
+        raise ValidationError(
+            f"experiment {locked.key} evaluates until {locked.evaluation_end}: analyse after "
+            "that day, or force it for an interim look"
+        )
+    locked.status = Experiment.Status.ANALYSING
+    locked.analysed_at = timezone.now()
+    locked.save(update_fields=["status", "analysed_at"])
+    experiment_covariates_capture(experiment=locked)  # the whole pre-period is in by now
+    locked.refresh_from_db()
+    return locked
+
+
+@transaction.atomic
+def experiment_complete(*, experiment: Experiment) -> Experiment:
+    """analysing -> completed, freezing the report as it stands."""
+    locked = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    if locked.status != Experiment.Status.ANALYSING:
+        raise ValidationError(f"experiment {locked.key} is {locked.status}, not analysing")
+    locked.report = experiment_report(experiment=locked, use_frozen=False)
+    locked.status = Experiment.Status.COMPLETED
+    locked.completed_at = timezone.now()
+    locked.save(update_fields=["report", "status", "completed_at"])
+    return locked

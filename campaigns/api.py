@@ -1,0 +1,543 @@
+"""The push-message REST API (mounted under /api/v1/): one view per operation, its input and
+output serializers next to it. Views parse, call one service or selector and shape the answer.
+
+push scope: the message feed, leases, delivery events. ops scope: everything read-only,
+including task progress and predictions by advertiser.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from base64 import urlsafe_b64decode, urlsafe_b64encode
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.fields import Field, SkipField, empty
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import JSONParser
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
+from rest_framework.views import APIView
+
+from advertisers.models import Advertiser
+from campaigns import selectors
+from campaigns.auth import ApiKeyAuthentication, ApiKeyRateThrottle, HasScope
+from campaigns.lifecycle import TransitionNotAllowed
+from campaigns.models import (
+    ApiScope,
+    IncentiveTask,
+    PushMessage,
+    TaskKind,
+    TaskState,
+    json_datetime,
+)
+from campaigns.services import (
+    IdempotencyConflict,
+    idempotent_execute,
+    message_event_record,
+    messages_lease,
+    request_fingerprint,
+)
+from campaigns.services.push import EVENT_STATES
+from predictor.models import ModelKind
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+EVENT_TYPES = sorted(EVENT_STATES)  # named in SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]
+
+
+# --- shared pieces -----------------------------------------------------------------------------
+
+
+class StrictCharField(serializers.CharField):
+    """Takes JSON strings only; DRF's CharField would quietly turn 0 or true into text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """Takes JSON integers only; DRF's IntegerField also takes "5", 5.0 and true."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class ErrorOutputSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+FIELD_ERRORS = OpenApiResponse(
+    response=OpenApiTypes.OBJECT,
+    description="Validation failed: an object of field name -> list of messages.",
+)
+ERRORS = {
+    401: OpenApiResponse(ErrorOutputSerializer, description="Missing, malformed or unknown key."),
+    403: OpenApiResponse(ErrorOutputSerializer, description="The key lacks the scope."),
+    429: OpenApiResponse(ErrorOutputSerializer, description="Too many requests for this key."),
+}
+
+
+class JsonOnly(BaseContentNegotiation):
+    """The API speaks JSON only, so there is no Accept header to weigh (DRF's documented
+    "ignore client content negotiation" pattern; it is measurable on the feed's hot path)."""
+
+    def select_parser(self, request: Request, parsers: list) -> Any:
+        return parsers[0]
+
+    def select_renderer(self, request: Request, renderers: list, format_suffix: str = "") -> tuple:
+        return renderers[0], renderers[0].media_type
+
+
+class ApiBase(APIView):
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [HasScope]
+    throttle_classes = [ApiKeyRateThrottle]
+    parser_classes = [JSONParser]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JsonOnly
+    required_scope = ApiScope.PUSH
+
+
+class NewestFirstPagination(CursorPagination):
+    """Keyset pagination on the id, newest first: stable while rows are added, no counting."""
+
+    ordering = "-id"
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 500
+    invalid_cursor_message = "Invalid cursor; start again without one."
+
+    def decode_cursor(self, request: Request) -> Any:
+        cursor = super().decode_cursor(request)
+        position = cursor.position if cursor else None
+        if position is not None and not (position.isdigit() and len(position) <= 18):
+            raise NotFound(self.invalid_cursor_message)
+        return cursor
+
+
+class PageQuerySerializer(serializers.Serializer):
+    cursor = serializers.RegexField(
+        r"^[A-Za-z0-9+/=_-]{1,1000}$", required=False, help_text="Copied from `next`."
+    )
+    page_size = serializers.IntegerField(required=False, min_value=1, max_value=500, default=100)
+
+
+@functools.cache
+def _query_fields(serializer_class: type[serializers.Serializer]) -> dict[str, Field]:
+    # Built once per class: a serializer deep-copies its fields on every instantiation, which
+    # was the largest cost of a feed request. Validating a flat query string reads no
+    # per-request state from the fields, so sharing them between threads is safe.
+    return dict(serializer_class().fields)
+
+
+def _query(serializer_class: type[serializers.Serializer], request: Request) -> dict:
+    """Validate the query string against a flat serializer's fields; 400 with every problem."""
+    params, fields = request.query_params, _query_fields(serializer_class)
+    errors: dict[str, Any] = {}
+    for name in sorted(set(params) - set(fields)):  # most likely a typo, not to be ignored
+        errors[name or "(empty name)"] = [f"Unknown parameter; allowed: {', '.join(fields)}."]
+    data = {}
+    for name, field in fields.items():
+        raw = params.get(name, empty)
+        if raw == "":  # DRF would read `?status=` as absent: here it is a mistake
+            errors[name] = ["This parameter may not be blank; leave it out instead."]
+            continue
+        try:
+            data[name] = field.run_validation(raw)
+        except SkipField:
+            continue
+        except ValidationError as exc:
+            errors[name] = exc.detail
+    if errors:
+        raise ValidationError(errors)
+    return data
+
+
+def _advertiser_or_404(advertiser_id: str) -> Advertiser:
+    advertiser = None
+    if len(advertiser_id) <= 64 and "\x00" not in advertiser_id:
+        advertiser = selectors.advertiser_by_external_id(advertiser_id=advertiser_id)
+    if advertiser is None:
+        raise NotFound(f"No advertiser with advertiser_id {advertiser_id[:64]!r}.")
+    return advertiser
+
+
+# --- messages ----------------------------------------------------------------------------------
+#
+# The message responses are spliced from PushMessage.content (JSON rendered once at production):
+# a feed page of 100 costs one indexed query and string joins. The serializers below describe
+# the same shape for the schema, and the schema tests check the two agree.
+
+
+class MessageOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=PushMessage.Status.choices)
+    lease_expires_at = serializers.DateTimeField(allow_null=True)
+    task_id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    advertiser_id = serializers.CharField()
+    kind = serializers.ChoiceField(choices=TaskKind.choices)
+    scenario = serializers.CharField(allow_null=True, help_text="Scenario code; null: any.")
+    target = serializers.DecimalField(max_digits=14, decimal_places=2)
+    reward = serializers.DecimalField(max_digits=12, decimal_places=2)
+    valid_from = serializers.DateField()
+    valid_until = serializers.DateField(help_text="Last day of the task, inclusive.")
+    body = serializers.CharField(help_text="The text to show the advertiser.")
+
+
+def _message_json(pk: int, status: str, lease_expires_at: datetime | None, content: str) -> str:
+    # Hot path (100 per page): no json.dumps; an ISO datetime needs no escaping.
+    lease = "null" if lease_expires_at is None else f'"{json_datetime(lease_expires_at)}"'
+    return f'{{"id":{pk},"status":"{status}","lease_expires_at":{lease},{content[1:]}'
+
+
+def _json_response(text: str) -> HttpResponse:
+    return HttpResponse(text, content_type="application/json")
+
+
+class MessagePageSerializer(serializers.Serializer):
+    next = serializers.URLField(help_text="Where to continue: now, or later for new messages.")
+    has_more = serializers.BooleanField(help_text="Whether `next` has messages right now.")
+    results = MessageOutputSerializer(many=True)
+
+
+def _cursor_encode(after_id: int) -> str:
+    return urlsafe_b64encode(f"after:{after_id}".encode()).decode()
+
+
+def _cursor_decode(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    try:
+        text = urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
+    except (ValueError, UnicodeError):
+        text = ""
+    prefix, _, after = text.partition(":")
+    if prefix != "after" or not after.isdigit() or len(after) > 18:
+        raise NotFound("Invalid cursor; start again without one.")
+    return int(after)
+
+
+class MessageFeedApi(ApiBase):
+    """Messages to push, oldest first, a page at a time.
+
+    Follow `next` while `has_more`; later, poll the last `next` for messages added since. Ids
+    grow in commit order, so the walk sees every message once, also while new ones arrive.
+    """
+
+    required_scope = ApiScope.PUSH
+
+    class QuerySerializer(serializers.Serializer):
+        cursor = serializers.RegexField(
+            r"^[A-Za-z0-9_=-]{1,100}$", required=False, help_text="Copied from `next`."
+        )
+        page_size = serializers.IntegerField(min_value=1, max_value=500, default=100)
+        status = serializers.ChoiceField(
+            choices=[*PushMessage.Status.values, "all"],
+            default=PushMessage.Status.PENDING,
+            help_text="Which messages; `all` for every status.",
+        )
+
+    @extend_schema(
+        operation_id="messages_feed",
+        tags=["push"],
+        parameters=[QuerySerializer],
+        responses={
+            200: MessagePageSerializer,
+            400: FIELD_ERRORS,
+            404: OpenApiResponse(ErrorOutputSerializer, description="Invalid cursor."),
+            **ERRORS,
+        },
+    )
+    def get(self, request: Request) -> HttpResponse:
+        query = _query(self.QuerySerializer, request)
+        after = _cursor_decode(query.get("cursor"))
+        size = query["page_size"]
+        rows = selectors.messages_feed_page(
+            status=None if query["status"] == "all" else query["status"],
+            after_id=after,
+            limit=size + 1,
+        )
+        has_more, rows = len(rows) > size, rows[:size]
+        cursor = _cursor_encode(rows[-1][0] if rows else after)
+        next_url = replace_query_param(request.build_absolute_uri(), "cursor", cursor)
+        results = ",".join(_message_json(*row) for row in rows)
+        return _json_response(
+            f'{{"next":{json.dumps(next_url)},"has_more":{json.dumps(has_more)},'
+            f'"results":[{results}]}}'
+        )
+
+
+class MessageLeaseApi(ApiBase):
+    """Take up to `max` unsent messages for `lease_seconds`; no other consumer gets them meanwhile.
+
+    Send each, then report it with a `delivered` event; an unreported message is handed out
+    again once its lease expires.
+    """
+
+    required_scope = ApiScope.PUSH
+
+    class LeaseInputSerializer(serializers.Serializer):
+        max = StrictIntegerField(min_value=1, max_value=500, default=100)
+        lease_seconds = StrictIntegerField(min_value=5, max_value=3600, default=60)
+        consumer = StrictCharField(
+            required=False,
+            allow_blank=True,
+            max_length=100,
+            help_text="Names this consumer in the lease owner.",
+        )
+
+    class LeaseOutputSerializer(serializers.Serializer):
+        lease_owner = serializers.CharField()
+        lease_expires_at = serializers.DateTimeField(allow_null=True)
+        messages = MessageOutputSerializer(many=True)
+
+    @extend_schema(
+        operation_id="messages_lease",
+        tags=["push"],
+        request=LeaseInputSerializer,
+        responses={
+            200: LeaseOutputSerializer,
+            400: FIELD_ERRORS,
+            415: ErrorOutputSerializer,
+            **ERRORS,
+        },
+    )
+    def post(self, request: Request) -> HttpResponse:
+        data = self.LeaseInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        owner = request.auth.name
+        if data.validated_data.get("consumer"):
+            owner = f"{owner}/{data.validated_data['consumer']}"
+        messages = messages_lease(
+            owner=owner,
+            limit=data.validated_data["max"],
+            lease_seconds=data.validated_data["lease_seconds"],
+        )
+        expires = json_datetime(messages[0].lease_expires_at) if messages else None
+        items = ",".join(
+            _message_json(m.pk, m.status, m.lease_expires_at, m.content) for m in messages
+        )
+        return _json_response(
+            f'{{"lease_owner":{json.dumps(owner)},"lease_expires_at":{json.dumps(expires)},'
+            f'"messages":[{items}]}}'
+        )
+
+
+class MessageEventApi(ApiBase):
+    """Report a `delivered`, `opened` or `accepted` event for a message; moves its task along.
+
+    Needs an `Idempotency-Key` header: a retry with the same key and body gets the first
+    answer again; the same key with another body is 422.
+    """
+
+    required_scope = ApiScope.PUSH
+
+    class EventInputSerializer(serializers.Serializer):
+        type = serializers.ChoiceField(choices=EVENT_TYPES)
+        occurred_at = serializers.DateTimeField(required=False)
+
+    class EventOutputSerializer(serializers.Serializer):
+        message_id = serializers.IntegerField()
+        type = serializers.ChoiceField(choices=EVENT_TYPES)
+        task_id = serializers.IntegerField()
+        task_state = serializers.ChoiceField(choices=TaskState.choices)
+
+    @extend_schema(
+        operation_id="message_event_create",
+        tags=["push"],
+        request=EventInputSerializer,
+        parameters=[
+            OpenApiParameter("message_id", int, OpenApiParameter.PATH),
+            OpenApiParameter(
+                IDEMPOTENCY_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                pattern=r"^[!-~]{1,200}$",
+                description="A unique key per event (e.g. a UUID), reused on retries.",
+            ),
+        ],
+        responses={
+            200: EventOutputSerializer,
+            400: FIELD_ERRORS,
+            404: ErrorOutputSerializer,
+            409: OpenApiResponse(ErrorOutputSerializer, description="The task is already final."),
+            415: ErrorOutputSerializer,
+            422: OpenApiResponse(
+                ErrorOutputSerializer, description="The key was used with a different request."
+            ),
+            **ERRORS,
+        },
+    )
+    def post(self, request: Request, message_id: str) -> Response:
+        pk = _message_id_or_404(message_id)
+        key = _idempotency_key(request)
+        data = self.EventInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        event = data.validated_data
+
+        def operation() -> tuple[int, dict]:
+            try:
+                body = message_event_record(
+                    message_id=pk,
+                    event_type=event["type"],
+                    actor=request.auth.name,
+                    occurred_at=event.get("occurred_at"),
+                )
+            except TransitionNotAllowed as exc:
+                return status.HTTP_409_CONFLICT, {"detail": str(exc)}
+            except PushMessage.DoesNotExist:
+                return status.HTTP_404_NOT_FOUND, {"detail": f"No message {pk}."}
+            return status.HTTP_200_OK, self.EventOutputSerializer(body).data
+
+        fingerprint = request_fingerprint(method="POST", path=request.path, data=request.data)
+        try:
+            outcome = idempotent_execute(
+                api_key=request.auth, key=key, fingerprint=fingerprint, operation=operation
+            )
+        except IdempotencyConflict as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+        headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+        return Response(outcome.body, status=outcome.status, headers=headers)
+
+
+def _message_id_or_404(message_id: str) -> int:
+    if not (message_id.isdigit() and len(message_id) <= 18 and int(message_id) > 0):
+        raise NotFound("No such message: ids are positive integers.")
+    return int(message_id)
+
+
+def _idempotency_key(request: Request) -> str:
+    key = request.headers.get(IDEMPOTENCY_HEADER, "")
+    if not key:
+        raise ValidationError({IDEMPOTENCY_HEADER: ["This header is required (e.g. a UUID)."]})
+    if len(key) > 200 or not all("!" <= ch <= "~" for ch in key):
+        raise ValidationError(
+            {IDEMPOTENCY_HEADER: ["Use 1 to 200 visible ASCII characters (e.g. a UUID)."]}
+        )
+    return key
+
+
+# --- advertisers -------------------------------------------------------------------------------
+
+
+class TaskOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    campaign_id = serializers.IntegerField()
+    campaign = serializers.CharField(source="campaign.name")
+    kind = serializers.ChoiceField(choices=TaskKind.choices)
+    scenario = serializers.CharField(source="scenario.code", allow_null=True)
+    state = serializers.ChoiceField(choices=TaskState.choices)
+    target = serializers.DecimalField(max_digits=14, decimal_places=2)
+    reward = serializers.DecimalField(max_digits=12, decimal_places=2)
+    progress = serializers.DecimalField(
+        max_digits=16, decimal_places=2, help_text="Measured now over the validity window."
+    )
+    valid_from = serializers.DateField()
+    valid_until = serializers.DateField()
+    created_at = serializers.DateTimeField()
+    pushed_at = serializers.DateTimeField(allow_null=True)
+    delivered_at = serializers.DateTimeField(allow_null=True)
+    accepted_at = serializers.DateTimeField(allow_null=True)
+    completed_at = serializers.DateTimeField(allow_null=True)
+    expired_at = serializers.DateTimeField(allow_null=True)
+    cancelled_at = serializers.DateTimeField(allow_null=True)
+
+
+class TaskPageSerializer(serializers.Serializer):
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = TaskOutputSerializer(many=True)
+
+
+class AdvertiserTasksApi(ApiBase):
+    """An advertiser's tasks, newest first, with their state and live progress."""
+
+    required_scope = ApiScope.OPS
+
+    class QuerySerializer(PageQuerySerializer):
+        state = serializers.ChoiceField(choices=TaskState.choices, required=False)
+
+    @extend_schema(
+        operation_id="advertiser_tasks_list",
+        tags=["ops"],
+        parameters=[QuerySerializer],
+        responses={
+            200: TaskPageSerializer,
+            400: FIELD_ERRORS,
+            404: OpenApiResponse(
+                ErrorOutputSerializer, description="No such advertiser or cursor."
+            ),
+            **ERRORS,
+        },
+    )
+    def get(self, request: Request, advertiser_id: str) -> Response:
+        query = _query(self.QuerySerializer, request)
+        advertiser = _advertiser_or_404(advertiser_id)
+        tasks = selectors.advertiser_tasks(advertiser=advertiser, state=query.get("state"))
+        paginator = NewestFirstPagination()
+        page: list[IncentiveTask] = paginator.paginate_queryset(tasks, request, view=self) or []
+        progress = selectors.tasks_progress(task_ids=[t.pk for t in page])
+        for task in page:
+            task.progress = progress[task.pk].progress
+        return paginator.get_paginated_response(TaskOutputSerializer(page, many=True).data)
+
+
+class PredictionOutputSerializer(serializers.Serializer):
+    model_version = serializers.IntegerField(source="model_version_id")
+    model_kind = serializers.ChoiceField(choices=ModelKind.choices, source="model_version.kind")
+    as_of = serializers.DateField()
+    horizon_days = serializers.IntegerField()
+    scenario = serializers.CharField(source="scenario.code")
+    clicks = serializers.FloatField()
+    expenditure = serializers.FloatField()
+    active_days = serializers.FloatField()
+    impressions = serializers.FloatField()
+    gmv = serializers.FloatField()
+
+
+class AdvertiserPredictionsApi(ApiBase):
+    """The advertiser's latest predictions of each model in use (one row per scenario)."""
+
+    required_scope = ApiScope.OPS
+
+    class QuerySerializer(serializers.Serializer):
+        kind = serializers.ChoiceField(choices=ModelKind.choices, required=False)
+
+    class PredictionsOutputSerializer(serializers.Serializer):
+        advertiser_id = serializers.CharField()
+        predictions = PredictionOutputSerializer(many=True)
+
+    @extend_schema(
+        operation_id="advertiser_predictions_list",
+        tags=["ops"],
+        parameters=[QuerySerializer],
+        responses={
+            200: PredictionsOutputSerializer,
+            400: FIELD_ERRORS,
+            404: ErrorOutputSerializer,
+            **ERRORS,
+        },
+    )
+    def get(self, request: Request, advertiser_id: str) -> Response:
+        query = _query(self.QuerySerializer, request)
+        advertiser = _advertiser_or_404(advertiser_id)
+        predictions = selectors.advertiser_predictions_latest(
+            advertiser=advertiser, kind=query.get("kind")
+        )
+        output = {"advertiser_id": advertiser.advertiser_id, "predictions": predictions}
+        return Response(self.PredictionsOutputSerializer(output).data)

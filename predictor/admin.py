@@ -1,0 +1,147 @@
+"""Admin for the model registry and the run records.
+
+Model versions are listed with their test metrics and have three actions: train a new version of
+each selected kind, evaluate the selected versions on the latest known week, and activate one.
+Training and prediction runs are read-only: they are written by the tasks.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from predictor import services, tasks
+from predictor.evaluation import fmt
+from predictor.models import ModelVersion, Prediction, PredictionChunk, PredictionRun, TrainingRun
+
+
+class _ReadOnly(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+def _overall(version: ModelVersion, metric: str) -> str:
+    value = (version.metrics or {}).get("test", {}).get("overall", {}).get(metric)
+    return "-" if value is None else fmt(value)
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "kind",
+        "status",
+        "created_at",
+        "activated_at",
+        "nmae",
+        "smape",
+        "train_start",
+        "train_end",
+    )
+    list_filter = ("kind", "status")
+    readonly_fields = [f.name for f in ModelVersion._meta.fields]
+    actions = ("train_kinds", "evaluate_versions", "activate_version")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # versions come from training, never from a form
+
+    @admin.display(description="test NMAE")
+    def nmae(self, obj: ModelVersion) -> str:
+        return _overall(obj, "nmae")
+
+    @admin.display(description="test SMAPE")
+    def smape(self, obj: ModelVersion) -> str:
+        return _overall(obj, "smape")
+
+    @admin.action(description="Train a new version of the selected kinds (paper defaults)")
+    def train_kinds(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        kinds = sorted(set(queryset.values_list("kind", flat=True)))
+        for kind in kinds:
+            tasks.enqueue_training(services.training_run_create(kind=kind))
+        self.message_user(request, f"Training queued for {', '.join(kinds)}; see Training runs.")
+
+    @admin.action(description="Evaluate the selected versions on the latest known week")
+    def evaluate_versions(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        for version in queryset:
+            tasks.enqueue_evaluation(version)
+        self.message_user(request, f"Evaluation queued for {queryset.count()} version(s).")
+
+    @admin.action(description="Activate the selected version (retires the active one of its kind)")
+    def activate_version(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version to activate.", messages.ERROR)
+            return
+        try:
+            version = services.model_version_activate(version=queryset.get())
+        except (ValueError, services.ModelArtifactError) as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(request, f"{version} is now active.")
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(_ReadOnly):
+    list_display = (
+        "id",
+        "kind",
+        "status",
+        "progress",
+        "message",
+        "model_version",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("kind", "status")
+    readonly_fields = [f.name for f in TrainingRun._meta.fields]
+
+
+class PredictionChunkInline(admin.TabularInline):
+    model = PredictionChunk
+    extra = 0
+    can_delete = False
+    readonly_fields = [f.name for f in PredictionChunk._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(PredictionRun)
+class PredictionRunAdmin(_ReadOnly):
+    list_display = (
+        "id",
+        "model_version",
+        "as_of",
+        "status",
+        "progress_pct",
+        "pairs_scored",
+        "error",
+        "created_at",
+    )
+    list_filter = ("status",)
+    readonly_fields = [f.name for f in PredictionRun._meta.fields]
+    inlines = (PredictionChunkInline,)
+
+    @admin.display(description="progress")
+    def progress_pct(self, obj: PredictionRun) -> str:
+        return f"{100 * obj.progress:.0f}% ({obj.chunks_done}/{obj.chunks_total})"
+
+
+@admin.register(Prediction)
+class PredictionAdmin(_ReadOnly):
+    list_display = (
+        "advertiser",
+        "scenario",
+        "as_of",
+        "model_version",
+        "clicks",
+        "expenditure",
+        "active_days",
+    )
+    list_filter = ("as_of", "model_version__kind")
+    list_select_related = ("advertiser", "scenario", "model_version")
+    search_fields = ("advertiser__advertiser_id",)
+    readonly_fields = [f.name for f in Prediction._meta.fields]

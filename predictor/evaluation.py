@@ -1,0 +1,270 @@
+"""Compare M2M with the baselines on one time split, in the layout of the paper's Table 4.
+
+`evaluate` builds the features once, trains every model (and, on request, the ablations of
+5.3.1) for each seed on the same train/valid/test split, scores the test split, and returns a
+JSON-ready report: NMAE and SMAPE (DESIGN section 4; 0/0 counts as 0 in SMAPE) per scenario x
+task and overall, mean and standard deviation over seeds, and M2M's relative improvement over
+the best baseline of every column, (best baseline - M2M) / best baseline, as the paper reports.
+"Overall" is the mean of a metric over the scenario x task cells (every cell weighs the same,
+so a minor scenario counts as much as a major one). Nothing is written to the model registry:
+evaluation models live in memory only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from predictor import features, training
+from predictor.metrics import metric_table
+from predictor.models import TASKS
+from predictor.networks import MODEL_KINDS, build_model
+from predictor.networks.spec import CONFIGS
+from predictor.services import TrainOptions
+
+METRICS = ("nmae", "smape")
+BASELINES = ("single_task", "shared_bottom", "cross_stitch", "mmoe", "mran", "cgc")
+# Ablations of 5.3.1: M2M with one component switched off.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "m2m_no_tower": {"use_meta_tower": False},
+    "m2m_no_attention": {"use_meta_attention": False},
+    "m2m_no_transformer": {"use_transformer": False},
+}
+LABELS = {
+    "m2m": "M2M",
+    "single_task": "Single Task",
+    "shared_bottom": "Shared Bottom",
+    "cross_stitch": "Cross-Stitch",
+    "mmoe": "MMoE",
+    "mran": "MRAN",
+    "cgc": "CGC",
+    "m2m_no_tower": "M2M w/o MT",
+    "m2m_no_attention": "M2M w/o MA",
+    "m2m_no_transformer": "M2M w/o TL",
+}
+OVERALL = "overall"
+
+
+def _json_float(value: float) -> float | None:
+    """JSON (and PostgreSQL's jsonb) has no NaN: an undefined metric is stored as null."""
+    return float(value) if np.isfinite(value) else None
+
+
+def fmt(value: float | None) -> str:
+    """A metric for people: 4 decimals, or n/a when undefined."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _nan(value: float | None) -> float:
+    return np.nan if value is None else value
+
+
+def metrics_compute(
+    *, predicted: np.ndarray, actual: np.ndarray, scenarios: np.ndarray
+) -> dict[str, Any]:
+    """NMAE and SMAPE per scenario x task, per task and overall (values [N, 5], TASKS order);
+    see `predictor.metrics.metric_table` for the layout. Undefined values are None."""
+    return metric_table(actual, predicted, scenarios, TASKS)
+
+
+def _columns(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Flatten one run's metrics to {"scenario/task" or "overall": {metric: value or NaN}}."""
+    flat = {
+        f"{code}/{task}": {m: _nan(cell[m]) for m in METRICS}
+        for code, tasks in metrics["by_scenario"].items()
+        for task, cell in tasks.items()
+    }
+    flat[OVERALL] = {m: _nan(metrics[OVERALL][m]) for m in METRICS}
+    return flat
+
+
+def _summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Mean and standard deviation (ddof=1 when there are several seeds) of every column."""
+    flats = [_columns(r) for r in runs]
+    summary: dict[str, dict[str, dict[str, float | None]]] = {}
+    for column in flats[0]:
+        summary[column] = {}
+        for m in METRICS:
+            values = np.array([f[column][m] for f in flats], dtype=np.float64)
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            summary[column][m] = {"mean": _json_float(np.mean(values)), "std": _json_float(std)}
+    return summary
+
+
+def _improvement(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """(best baseline - M2M) / best baseline per column and metric (lower is better)."""
+    baselines = [k for k in BASELINES if k in results]
+    if "m2m" not in results or not baselines:
+        return {}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for column, cell in results["m2m"]["summary"].items():
+        out[column] = {}
+        for m in METRICS:
+            means = {
+                k: _nan(results[k]["summary"].get(column, {}).get(m, {}).get("mean"))
+                for k in baselines
+            }
+            finite = {k: v for k, v in means.items() if np.isfinite(v)}
+            ours = _nan(cell[m]["mean"])
+            if not finite or not np.isfinite(ours):
+                out[column][m] = {"relative": None, "best_baseline": None}
+                continue
+            best = min(finite, key=finite.__getitem__)
+            rel = (finite[best] - ours) / finite[best] if finite[best] > 0 else np.nan
+            out[column][m] = {"relative": _json_float(rel), "best_baseline": best}
+    return out
+
+
+def hparams_for(kind: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters of one model kind: `hparams` is either {kind: {...}} per kind, or
+    one flat dict shared by all, of which each model takes the keys its config has (d_input is
+    common to all; d_view only to the models with expert views, ...)."""
+    if set(hparams) & set(MODEL_KINDS):
+        return dict(hparams.get(kind, {}))
+    accepted = {f.name for f in fields(CONFIGS[kind])}
+    return {k: v for k, v in hparams.items() if k in accepted}
+
+
+def evaluate(
+    *,
+    models: list[str],
+    seeds: int = 3,
+    ablations: bool = False,
+    options: TrainOptions | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train and score every model x seed on one split; return the report (JSON-serialisable).
+
+    `options` sets the data window, epochs, batch size, device, ... for every run.
+    """
+    options = options or TrainOptions()
+    names = list(models) + (list(ABLATIONS) if ablations else [])
+    unknown = [n for n in names if n not in MODEL_KINDS and n not in ABLATIONS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_KINDS)}.")
+    if seeds < 1:
+        raise ValueError(f"seeds={seeds} must be at least 1.")
+    say = on_progress or (lambda message: None)
+    data = features.dataset_build(
+        start=options.start,
+        end=options.end,
+        window_days=options.window_days,
+        horizon_days=options.horizon_days,
+        stride=options.stride,
+        n_bins=options.n_bins,
+    )
+    say(f"samples: train {len(data.train)}, valid {len(data.valid)}, test {len(data.test)}")
+    input_spec = data.spec.input_spec()
+    train, valid, test = (s.tensors(data.spec) for s in (data.train, data.valid, data.test))
+    scales = np.asarray(data.spec.target_scales, dtype=np.float32)
+    test_codes = data.scenario_labels(data.test.scenario_pks)
+    results: dict[str, Any] = {}
+    for name in names:
+        kind = "m2m" if name in ABLATIONS else name
+        hparams = {**hparams_for(kind, options.hparams), **ABLATIONS.get(name, {})}
+        runs = []
+        for seed in range(options.seed, options.seed + seeds):
+            config = replace(options.train_config(None), seed=seed)
+            fitted = training.fit(
+                lambda k=kind, h=hparams: build_model(k, input_spec, **h), train, valid, config
+            )
+            rates = training.predict_rates(fitted.model, test, device=fitted.device)
+            metrics = metrics_compute(
+                predicted=rates * scales, actual=data.test.targets, scenarios=test_codes
+            )
+            metrics["best_epoch"] = fitted.best_epoch
+            runs.append(metrics)
+            say(
+                f"{name} seed {seed}: overall NMAE {fmt(metrics[OVERALL]['nmae'])},"
+                f" SMAPE {fmt(metrics[OVERALL]['smape'])}"
+            )
+        results[name] = {"runs": runs, "summary": _summarise(runs)}
+    return {
+        "settings": {
+            **options.to_json(),
+            "seeds": seeds,
+            "split": data.split.to_dict(),
+            "samples": {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
+        },
+        "scenarios": sorted({c for c in test_codes.tolist()}),
+        "tasks": list(TASKS),
+        "results": results,
+        "improvement": _improvement(results),
+    }
+
+
+def _cell(summary: dict[str, Any], column: str, metric: str) -> str:
+    value = summary.get(column, {}).get(metric)
+    if value is None or value["mean"] is None:
+        return "n/a"
+    return f"{value['mean']:.4f} ± {value['std']:.4f}"
+
+
+def _gain(improvement: dict[str, Any], column: str, metric: str) -> str:
+    value = improvement.get(column, {}).get(metric)
+    if value is None or value["relative"] is None:
+        return "n/a"
+    return f"{100 * value['relative']:+.1f}%"
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """Table 4 layout: one table per task (scenarios as column pairs), then the overall table."""
+    results, improvement = report["results"], report["improvement"]
+    scenarios, settings = report["scenarios"], report["settings"]
+    lines = [
+        "# M2M against the baselines",
+        "",
+        f"Test split as-of dates {settings['split']['test'][0]} .. {settings['split']['test'][-1]};"
+        f" samples train/valid/test {settings['samples']['train']}/{settings['samples']['valid']}/"
+        f"{settings['samples']['test']}; {settings['seeds']} seed(s),"
+        f" up to {settings['epochs']} epochs."
+        " Cells: mean ± standard deviation over seeds. Last row: M2M's relative improvement over"
+        " the best baseline of the column (positive = M2M better).",
+        "",
+    ]
+    rows = list(results)
+    for task in report["tasks"]:
+        columns = [f"{s}/{task}" for s in scenarios]
+        lines += [f"## Task {task}", ""]
+        header = ["Method"] + [f"{s} {m.upper()}" for s in scenarios for m in METRICS]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for name in rows:
+            cells = [_cell(results[name]["summary"], c, m) for c in columns for m in METRICS]
+            lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(cells) + " |")
+        if improvement:
+            gains = [_gain(improvement, c, m) for c in columns for m in METRICS]
+            lines.append("| M2M vs best baseline | " + " | ".join(gains) + " |")
+        lines.append("")
+    lines += [
+        "## Overall (mean over scenario x task cells)",
+        "",
+        "| Method | NMAE | SMAPE |",
+        "|---|---|---|",
+    ]
+    for name in rows:
+        summary = results[name]["summary"]
+        lines.append(
+            f"| {LABELS.get(name, name)} | {_cell(summary, OVERALL, 'nmae')}"
+            f" | {_cell(summary, OVERALL, 'smape')} |"
+        )
+    if improvement:
+        lines.append(
+            f"| M2M vs best baseline | {_gain(improvement, OVERALL, 'nmae')}"
+            f" | {_gain(improvement, OVERALL, 'smape')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def report_write(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write results.md and results.json into `out_dir` (created if missing)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md, js = out / "results.md", out / "results.json"
+    md.write_text(report_markdown(report))
+    js.write_text(json.dumps(report, indent=2, default=str, allow_nan=False))
+    return md, js

@@ -1,0 +1,207 @@
+"""The shared input encoder ("Embedding&MLP" bottom) and the small blocks every model reuses.
+
+Every model, M2M and baselines alike, embeds the same batch the same way (paper 5.1.3: the
+baselines get the scenario features as inputs too), so comparisons measure the architectures
+and not the input handling:
+
+- each discretised channel of the behaviour and performance sequences has its own embedding
+  table of width d_input (16 in the paper); the channels of one day are concatenated into one
+  token per day: behaviour [B, T, NB * d_input], performance [B, T, NP * d_input];
+- the categorical profile fields are embedded the same way, and together with the numeric
+  profile (A) and the scenario vector (S) form the static vector [B, NS + NC * d_input + NN];
+- `flat()` is the Embedding&MLP input: both sequences flattened plus the static vector.
+
+The blocks below (`ExpertBank`, `GroupedLinear`, `TaskTowers`) keep per-expert and per-task
+weights in stacked tensors so that k experts or M towers cost one batched matmul, not a Python
+loop over modules.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from predictor.networks.spec import InputSpec
+
+NEGATIVE_SLOPE = 0.01  # LeakyReLU everywhere (5.1.3)
+# softplus(x) = 1 at x = log(e - 1): output biases start at a rate of 1, the mean of a
+# target normalised by its per-task scale, so the first steps do not fight a bad offset.
+UNIT_RATE_BIAS = math.log(math.e - 1.0)
+
+
+def act(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, NEGATIVE_SLOPE)
+
+
+def mlp(d_in: int, widths: tuple[int, ...]) -> nn.Sequential:
+    """Linear + LeakyReLU for every width; an empty `widths` is the identity."""
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [nn.Linear(d_in, width), nn.LeakyReLU(NEGATIVE_SLOPE)]
+        d_in = width
+    return nn.Sequential(*layers)
+
+
+class ChannelEmbedding(nn.Module):
+    """One embedding table per channel, stored as one table with per-channel row offsets."""
+
+    def __init__(self, cardinalities: tuple[int, ...], dim: int) -> None:
+        super().__init__()
+        offsets = torch.tensor((0, *cardinalities[:-1])).cumsum(0)
+        self.cardinalities = cardinalities
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.table = nn.Embedding(sum(cardinalities), dim)
+        nn.init.normal_(self.table.weight, std=0.1)
+        self.width = len(cardinalities) * dim
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        # ids [..., C] -> [..., C * dim]: the channels of one position side by side
+        return self.table(ids + self.offsets).flatten(-2)
+
+    def project(self, weight: torch.Tensor) -> torch.Tensor:
+        """Every channel's table times its block of `weight` [C * dim, n]: [sum(bins), n].
+
+        A linear map of the concatenated channel embeddings is the sum over channels of these
+        rows, looked up by id (see `project_lookup`).
+        """
+        tables = self.table.weight.split(list(self.cardinalities))  # C x [bins_c, dim]
+        blocks = weight.split(self.table.embedding_dim)  # C x [dim, n]
+        return torch.cat([t @ w for t, w in zip(tables, blocks, strict=True)])
+
+    def project_lookup(self, ids: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
+        """forward(ids) @ weight without forming forward(ids): [..., C] -> [..., n]."""
+        flat = (ids + self.offsets).reshape(-1, ids.shape[-1])  # [N, C]: one row per channel
+        return _SumOfRows.apply(flat, projected).view(*ids.shape[:-1], -1)
+
+
+class _SumOfRows(torch.autograd.Function):
+    """out[n] = sum_c table[ids[n, c]]: embedding_bag forward, a per-channel index_add backward.
+
+    embedding_bag's own backward sorts all N * C ids; adding each channel's gradient rows with
+    index_add_ is about twice as fast on CPU and gives the same sums.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(ids)
+        ctx.n_rows = table.shape[0]
+        return F.embedding_bag(ids, table, mode="sum")  # [N, n]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        (ids,) = ctx.saved_tensors
+        grad = grad.contiguous()
+        table_grad = grad.new_zeros(ctx.n_rows, grad.shape[1])
+        for c in range(ids.shape[1]):  # C channels, a handful
+            table_grad.index_add_(0, ids[:, c], grad)
+        return None, table_grad
+
+
+class FeatureEncoder(nn.Module):
+    """Embeds a batch (interfaces: the batch contract) into sequences and a static vector."""
+
+    def __init__(self, spec: InputSpec, d_input: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.behaviour = ChannelEmbedding(spec.behaviour_bins, d_input)
+        self.performance = ChannelEmbedding(spec.performance_bins, d_input)
+        self.profile = ChannelEmbedding(spec.profile_cardinalities, d_input)
+        self.n_static = spec.n_scenario + self.profile.width + spec.n_profile_num
+        self.n_flat = spec.seq_len * (self.behaviour.width + self.performance.width) + self.n_static
+
+    def sequences(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Day tokens of X_b [B, T, NB * d_input] and X_p [B, T, NP * d_input] (4.1.1)."""
+        return self.behaviour(batch["behaviour"]), self.performance(batch["performance"])
+
+    def static(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scenario attributes S and advertiser profile A side by side: [B, n_static]."""
+        profile = self.profile(batch["profile_cat"])  # [B, NC * d_input]
+        return torch.cat([batch["scenario"], profile, batch["profile_num"]], dim=-1)
+
+    def flat(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The Embedding&MLP input: both sequences flattened over days, then S and A."""
+        xb, xp = self.sequences(batch)
+        return torch.cat([xb.flatten(1), xp.flatten(1), self.static(batch)], dim=-1)
+
+
+class GroupedLinear(nn.Module):
+    """G independent linear maps applied to [B, G, d_in] in one batched matmul."""
+
+    def __init__(self, groups: int, d_in: int, d_out: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(d_in)  # nn.Linear's default initialisation, per group
+        self.weight = nn.Parameter(torch.empty(groups, d_in, d_out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(groups, d_out).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # [B, G, d_in] -> [G, B, d_in] @ [G, d_in, d_out] -> [B, G, d_out]
+        out = torch.baddbmm(self.bias.unsqueeze(1), x.transpose(0, 1), self.weight)
+        return out.transpose(0, 1)
+
+
+class ExpertBank(nn.Module):
+    """k expert MLPs on one shared input (eq. 6 for M2M; the experts of MMoE and CGC).
+
+    The first layers of all experts are one wide Linear (the input is the same), the second
+    layers a grouped matmul, so k experts cost two GEMMs.
+    """
+
+    def __init__(self, d_in: int, n_experts: int, d_view: int) -> None:
+        super().__init__()
+        self.n_experts, self.d_view = n_experts, d_view
+        self.first = nn.Linear(d_in, n_experts * d_view)
+        self.second = GroupedLinear(n_experts, d_view, d_view)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = act(self.first(x)).unflatten(-1, (self.n_experts, self.d_view))  # [B, k, d_view]
+        return act(self.second(hidden))  # [B, k, d_view]
+
+
+class TaskTowers(nn.Module):
+    """M per-task MLP towers ending in a positive rate: [B, M, d_in] -> [B, M].
+
+    The rate is softplus of the last linear output (the Poisson mean of eq. 20 must be > 0).
+    """
+
+    def __init__(self, n_tasks: int, d_in: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        layers = []
+        for width in hidden:
+            layers.append(GroupedLinear(n_tasks, d_in, width))
+            d_in = width
+        self.hidden = nn.ModuleList(layers)
+        self.out = GroupedLinear(n_tasks, d_in, 1)
+        nn.init.constant_(self.out.bias, UNIT_RATE_BIAS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.hidden:
+            x = act(layer(x))  # [B, M, width]
+        return F.softplus(self.out(x).squeeze(-1))  # [B, M]
+
+
+class SelfAttention(nn.Module):
+    """Multi-head scaled dot-product self-attention over tokens (eq. 2-4 of the paper).
+
+    [B, N, d_model] -> [B, N, d_out]. Q, K and V keep the token width (4.1.2: "equal-dimensional
+    linear projects"); W^H maps the concatenated heads to d_out (d_model when not given). No
+    non-linearity and no residual here: callers add the residual where they want one.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_out: int | None = None) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"token width {d_model} is not divisible by {n_heads} heads.")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)  # W^Q, W^K, W^V of every head (eq. 4)
+        self.out = nn.Linear(d_model, d_out or d_model)  # W^H (eq. 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bsz, n, d = x.shape
+        qkv = self.qkv(x).view(bsz, n, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        heads = F.scaled_dot_product_attention(q, k, v)  # eq. 2, 4: [B, h, N, d/h]
+        return self.out(heads.transpose(1, 2).reshape(bsz, n, d))  # eq. 3: [B, N, d_out]

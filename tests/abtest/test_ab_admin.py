@@ -1,0 +1,111 @@
+"""The admin: creating through the service, the report page, its SRM banner and CSV export."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+import pytest
+from django.urls import reverse
+
+from abtest import services
+from abtest.models import Experiment
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def started(advertisers_factory) -> Experiment:
+    advertisers_factory(400)
+    experiment = services.experiment_create(key="admin-report", hypothesis="M2M targets better")
+    services.experiment_start(
+        experiment=experiment, start_date=dt.date(2024, 3, 1), produce_tasks=False
+    )
+    return experiment
+
+
+def report_url(experiment: Experiment) -> str:
+    return reverse("admin:abtest_experiment_report", args=[experiment.pk])
+
+
+def test_it_creates_an_experiment_with_default_arms_from_the_add_form(admin_client):
+    response = admin_client.post(
+        reverse("admin:abtest_experiment_add"),
+        {"key": "from-admin", "hypothesis": "", "population_filter": "{}", "holdout_share": "0",
+         "template_ids": "[]", "budget_per_arm": "0", "pre_period_days": "28",
+         "evaluation_days": "7", "alpha": "0.05", "expected_relative_lift": "0.05"},
+    )  # fmt: skip
+    assert response.status_code == 302, response.content.decode()[:2000]
+    experiment = Experiment.objects.get(key="from-admin")
+    assert sorted(experiment.arms.values_list("role", "model_kind")) == [
+        ("control", "single_task"),
+        ("treatment", "m2m"),
+    ]
+    assert "itt" in experiment.plan
+
+
+def test_it_shows_the_plan_on_the_change_page(admin_client, started):
+    response = admin_client.get(reverse("admin:abtest_experiment_change", args=[started.pk]))
+    assert b"MDE active rate" in response.content
+
+
+def test_it_renders_the_report_for_staff(admin_client, started):
+    response = admin_client.get(report_url(started))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert 'data-row="itt-arpu-none"' in body
+    assert "<svg" in body and "Cumulative active rate" in body
+    assert 'id="srm-banner" class="ab-banner srm-ok"' in body
+
+
+def test_it_loads_nothing_from_a_cdn(admin_client, started):
+    body = admin_client.get(report_url(started)).content.decode()
+    assert '<script src="http' not in body and "cdn" not in body.lower()
+
+
+def test_it_shows_a_red_banner_on_sample_ratio_mismatch(admin_client, started):
+    services.experiment_weights_update(experiment=started, control_weight=0.1,
+                                       treatment_weight=0.9)  # fmt: skip
+    body = admin_client.get(report_url(started)).content.decode()
+    assert 'class="ab-banner srm-flagged"' in body
+    assert "Sample ratio mismatch" in body
+
+
+def test_it_sends_anonymous_users_to_the_login_page(client, started):
+    response = client.get(report_url(started))
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
+
+
+def test_it_exports_the_summary_as_csv(admin_client, started):
+    response = admin_client.get(reverse("admin:abtest_experiment_report_csv", args=[started.pk]))
+    assert response["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    arpu = next(r for r in rows if (r["metric"], r["population"], r["adjustment"])
+                == ("arpu", "itt", "none"))  # fmt: skip
+    assert int(arpu["control_n"]) + int(arpu["treatment_n"]) == 400
+
+
+def test_it_starts_an_experiment_from_the_admin_action_with_a_clear_error(admin_client):
+    experiment = services.experiment_create(key="no-templates")
+    response = admin_client.post(
+        reverse("admin:abtest_experiment_changelist"),
+        {"action": "start_today", "_selected_action": [experiment.pk]},
+        follow=True,
+    )
+    assert "pick at least one task template" in response.content.decode()
+    experiment.refresh_from_db()
+    assert experiment.status == Experiment.Status.DRAFT
+
+
+def test_it_shows_a_bad_population_filter_as_a_form_error(admin_client):
+    response = admin_client.post(
+        reverse("admin:abtest_experiment_add"),
+        {"key": "bad-filter", "population_filter": '{"secret": 1}', "holdout_share": "0",
+         "template_ids": "[]", "budget_per_arm": "0", "pre_period_days": "28",
+         "evaluation_days": "7", "alpha": "0.05", "expected_relative_lift": "0.05"},
+    )  # fmt: skip
+    assert response.status_code == 200
+    assert "unknown lookup" in response.content.decode()
+    assert not Experiment.objects.filter(key="bad-filter").exists()

@@ -1,0 +1,66 @@
+"""GET /api/v1/experiments/<key>/report: API key auth, ops scope, and the report's shape."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from rest_framework.test import APIClient
+
+from abtest import services
+from campaigns.services import api_key_create
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/experiments/{key}/report"
+
+
+@pytest.fixture
+def experiment(advertisers_factory):
+    advertisers_factory(40)
+    experiment = services.experiment_create(key="api-report")
+    services.experiment_start(
+        experiment=experiment, start_date=dt.date(2024, 3, 1), produce_tasks=False
+    )
+    return experiment
+
+
+def client_with(scopes: list[str] | None) -> APIClient:
+    client = APIClient()
+    if scopes is not None:
+        _, secret = api_key_create(name=f"key {scopes}", scopes=scopes)
+        client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
+    return client
+
+
+def test_it_rejects_a_request_without_a_key(experiment):
+    assert client_with(None).get(URL.format(key=experiment.key)).status_code == 401
+
+
+def test_it_rejects_an_unknown_key(experiment):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Api-Key ipk_nope_nope")
+    assert client.get(URL.format(key=experiment.key)).status_code == 401
+
+
+def test_it_rejects_a_key_without_the_ops_scope(experiment):
+    assert client_with(["push"]).get(URL.format(key=experiment.key)).status_code == 403
+
+
+def test_it_does_not_let_a_staff_session_in_without_a_key(experiment, admin_client):
+    assert admin_client.get(URL.format(key=experiment.key)).status_code == 401
+
+
+def test_it_returns_the_report_to_the_ops_scope(experiment):
+    response = client_with(["ops"]).get(URL.format(key=experiment.key))
+    assert response.status_code == 200
+    body = response.json()
+    assert body["experiment"]["key"] == "api-report"
+    assert body["groups"]["control"]["assigned"] + body["groups"]["treatment"]["assigned"] == 40
+    assert {r["metric"] for r in body["rows"]} >= {"active_rate", "arpu"}
+    assert body["srm"]["flagged"] in (True, False)
+    assert len(body["daily"]["dates"]) == 7
+
+
+def test_it_answers_404_for_an_unknown_experiment(experiment):
+    assert client_with(["ops"]).get(URL.format(key="nope")).status_code == 404

@@ -1,0 +1,166 @@
+"""The report page in a real browser: headless Chromium, logged in as staff, numbers shown on
+the page equal the JSON API's, and a screenshot saved to test-artifacts/.
+
+Needs Debian's chromium and chromium-driver packages (CI installs them) and the selenium
+package; outside CI the test is skipped with the reason when they are missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import urllib.request
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.contrib.auth import get_user_model
+
+from abtest import services
+from abtest.models import Assignment, Experiment
+from advertisers.models import DailyStat
+from campaigns.services import api_key_create
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+START = dt.date(2024, 3, 1)
+
+
+def _browser_or_skip():
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        missing.append("the selenium package")
+    if missing:
+        reason = (
+            f"browser test needs {', '.join(missing)} (apt-get install chromium chromium-driver)"
+        )
+        if IN_CI:
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1400,2400"):  # fmt: skip
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+@pytest.fixture
+def browser():
+    driver = _browser_or_skip()
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def experiment(advertisers_factory, stat_factory, scenario) -> Experiment:
+    advertisers = advertisers_factory(120)
+    experiment = services.experiment_create(
+        key="browser-report", scenarios=[scenario], winsor_quantile=0.99, seed="browser"
+    )
+    services.experiment_start(experiment=experiment, start_date=START, produce_tasks=False)
+    rng = np.random.default_rng(3)
+    rows = []
+    for adv in advertisers:
+        for offset in range(-10, 7):
+            if rng.random() < 0.3:
+                spend = Decimal(str(round(float(rng.gamma(2.0, 15.0)), 2)))
+                rows.append(stat_factory(adv, scenario, START + dt.timedelta(days=offset),
+                                         str(spend), int(rng.integers(0, 9))))  # fmt: skip
+    DailyStat.objects.bulk_create(rows)
+    services.experiment_covariates_capture(experiment=experiment)  # the pre-period came late
+    half = Assignment.objects.filter(experiment=experiment).order_by("advertiser_id")[::2]
+    Assignment.objects.filter(pk__in=[a.pk for a in half]).update(targeted=True)
+    return experiment
+
+
+def _number(text: str) -> float | None:
+    text = text.strip()
+    if text in ("n/a", "<0.0001"):
+        return None if text == "n/a" else 0.0
+    if text.endswith("%"):
+        return float(text[:-1]) / 100
+    return float(text)
+
+
+def _close(shown: str, value: float | None, places: float) -> bool:
+    if value is None:
+        return shown.strip() == "n/a"
+    if shown.strip() == "<0.0001":
+        return value < 0.0001
+    return abs(_number(shown) - value) <= 0.5 * places + 1e-12
+
+
+def _report_json(base_url: str, key: str) -> dict:
+    _, secret = api_key_create(name="browser test", scopes=["ops"])
+    request = urllib.request.Request(
+        f"{base_url}/api/v1/experiments/{key}/report",
+        headers={"Authorization": f"Api-Key {secret}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def test_it_shows_the_same_numbers_as_the_json_api(browser, live_server, experiment):
+    from selenium.webdriver.common.by import By
+
+    get_user_model().objects.create_user("analyst", password="pw-analyst", is_staff=True,
+                                         is_superuser=True)  # fmt: skip
+    browser.get(f"{live_server.url}/admin/login/")
+    browser.find_element(By.NAME, "username").send_keys("analyst")
+    browser.find_element(By.NAME, "password").send_keys("pw-analyst")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    browser.get(f"{live_server.url}/admin/abtest/experiment/{experiment.pk}/report/")
+    assert "Report: browser-report" in browser.title
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1400, height + 120)  # the whole page, charts included
+    browser.save_screenshot(str(ARTIFACTS / "abtest-report.png"))
+    browser.find_element(By.ID, "charts").screenshot(str(ARTIFACTS / "abtest-report-charts.png"))
+
+    report = _report_json(live_server.url, experiment.key)
+    json_rows = {
+        f"{r['population']}-{r['metric']}-{r['adjustment']}{'-capped' if r['capped'] else ''}": r
+        for r in report["rows"]
+    }
+    page_rows = browser.find_elements(By.CSS_SELECTOR, "#summary tbody tr[data-row]")
+    assert len(page_rows) == len(json_rows) > 0
+    for tr in page_rows:
+        row = json_rows[tr.get_attribute("data-row")]
+        cell = {td.get_attribute("data-field"): td.text
+                for td in tr.find_elements(By.CSS_SELECTOR, "td[data-field]")}  # fmt: skip
+        mean_places = 1e-4  # proportions show 2 decimals of a percent, means 4 decimals
+        assert _close(cell["control"], row["control"]["mean"], mean_places), cell
+        assert _close(cell["treatment"], row["treatment"]["mean"], mean_places), cell
+        assert _close(cell["absolute"], row["absolute"]["value"], 1e-4), cell
+        if row["relative"] is not None:
+            assert _close(cell["relative"], row["relative"]["value"], 1e-4), cell
+        assert _close(cell["p_value"], row["p_value"], 1e-4), cell
+        assert _close(cell["p_value_holm"], row["p_value_holm"], 1e-4), cell
+        assert cell["significant"] == ("yes" if row["significant"] else "no")
+        assert cell["n"] == f"{row['control']['n']} / {row['treatment']['n']}"
+
+    banner = browser.find_element(By.ID, "srm-banner")
+    assert banner.get_attribute("data-flagged") == str(report["srm"]["flagged"]).lower()
+    for group, totals in report["groups"].items():
+        shown = browser.find_element(By.CSS_SELECTOR, f'#groups tr[data-group="{group}"]')
+        assert shown.find_element(By.CSS_SELECTOR, '[data-field="assigned"]').text == str(
+            totals["assigned"]
+        )
+        assert (
+            shown.find_element(By.CSS_SELECTOR, '[data-field="expenditure"]').text
+            == (totals["expenditure"])
+        )
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#charts svg polyline")) >= 4
+    assert (ARTIFACTS / "abtest-report.png").stat().st_size > 10_000

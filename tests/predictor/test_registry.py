@@ -1,0 +1,249 @@
+"""The model registry: training writes a ready version, activation, checksummed loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from django.core.management import call_command
+from django.db import IntegrityError, transaction
+
+from advertisers.ingestion import ingest_files
+from advertisers.simulator import simulate
+from predictor import selectors, services
+from predictor.models import ModelVersion, TrainingRun
+from predictor.services import ModelArtifactError, TrainOptions
+
+TINY_M2M = {
+    "d_input": 4,
+    "n_experts": 2,
+    "d_view": 16,
+    "d_task_embedding": 4,
+    "d_meta": 8,
+    "meta_layers": 2,
+    "tower_layers": 1,
+}
+TINY = TrainOptions(
+    epochs=1, batch_size=64, window_days=14, stride=7, n_bins=8, device="cpu", hparams=TINY_M2M
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def world(db, tmp_path: Path, settings):
+    """30 simulated advertisers over 100 days, loaded through the real ingestion."""
+    settings.ARTIFACT_DIR = tmp_path / "artifacts"
+    files = simulate(advertisers=30, days=100, seed=3).write(tmp_path / "data")
+    ingest_files(
+        scenarios=files["scenarios"], advertisers=files["advertisers"], stats=files["daily_stats"]
+    )
+    return tmp_path
+
+
+@pytest.fixture
+def version(world) -> ModelVersion:
+    return services.model_train(kind="m2m", options=TINY)
+
+
+def test_it_registers_a_ready_version_with_its_artifact(version: ModelVersion, settings):
+    version.refresh_from_db()
+    assert version.status == ModelVersion.Status.READY
+    path = Path(settings.ARTIFACT_DIR) / version.artifact_path
+    assert path.name == f"m2m-{version.pk}.pt"
+    assert services._sha256(path.read_bytes()) == version.artifact_sha256
+    assert len(version.feature_spec["performance_edges"]) == 8
+    assert version.hyperparameters["window_days"] == 14
+    assert {"nmae", "smape"} <= set(version.metrics["test"]["overall"])
+    assert version.train_start is not None and version.train_end is not None
+
+
+def test_it_leaves_no_checkpoint_behind_after_success(version: ModelVersion, settings):
+    assert not list((Path(settings.ARTIFACT_DIR) / "checkpoints").glob("*.pt"))
+
+
+def test_it_loads_the_model_that_was_trained(version: ModelVersion):
+    loaded = services.model_version_load(version=version)
+    assert loaded.version_id == version.pk
+    assert loaded.spec.window_days == 14
+    assert not loaded.model.training
+
+
+def test_it_refuses_an_artifact_whose_checksum_differs(version: ModelVersion, settings):
+    path = Path(settings.ARTIFACT_DIR) / version.artifact_path
+    path.write_bytes(path.read_bytes() + b"tampered")
+    with pytest.raises(ModelArtifactError, match="checksum mismatch") as caught:
+        services.model_version_load(version=version)
+    message = str(caught.value)
+    assert version.artifact_sha256 in message
+    assert str(path) in message
+    assert "retrain or restore the file" in message
+
+
+def test_it_refuses_a_missing_artifact(version: ModelVersion, settings):
+    (Path(settings.ARTIFACT_DIR) / version.artifact_path).unlink()
+    with pytest.raises(ModelArtifactError, match="cannot be read"):
+        services.model_version_load(version=version)
+
+
+def test_it_keeps_one_active_version_per_kind(version: ModelVersion):
+    second = services.model_train(kind="m2m", options=TINY)
+    services.model_version_activate(version=version)
+    services.model_version_activate(version=second)
+    version.refresh_from_db()
+    assert version.status == ModelVersion.Status.RETIRED
+    assert selectors.model_version_active(kind="m2m") == second
+    assert ModelVersion.objects.filter(kind="m2m", status="active").count() == 1
+
+
+def test_it_refuses_to_activate_an_unfinished_version(world):
+    unfinished = ModelVersion.objects.create(kind="m2m")
+    with pytest.raises(ValueError, match="only a ready or retired version"):
+        services.model_version_activate(version=unfinished)
+
+
+def test_it_refuses_to_activate_a_version_whose_artifact_is_altered(
+    version: ModelVersion, settings
+):
+    path = Path(settings.ARTIFACT_DIR) / version.artifact_path
+    path.write_bytes(b"not a model")
+    with pytest.raises(ModelArtifactError):
+        services.model_version_activate(version=version)
+    version.refresh_from_db()
+    assert version.status == ModelVersion.Status.READY
+
+
+def test_the_database_refuses_a_second_active_version(version: ModelVersion):
+    services.model_version_activate(version=version)
+    other = ModelVersion.objects.create(kind="m2m", status=ModelVersion.Status.READY)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ModelVersion.objects.filter(pk=other.pk).update(status=ModelVersion.Status.ACTIVE)
+
+
+def test_it_writes_nothing_for_unknown_hyperparameters(world):
+    with pytest.raises(ValueError, match="unknown hyperparameter"):
+        services.model_train(
+            kind="m2m", options=TrainOptions(**{**TINY.to_json(), "hparams": {"depth": 3}})
+        )
+    assert not ModelVersion.objects.exists()
+
+
+def test_it_records_a_training_run(world):
+    run = services.training_run_create(
+        kind="mmoe", options=TINY.__class__(**{**TINY.to_json(), "hparams": {}})
+    )
+    version = services.training_run_execute(run=run)
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+    assert run.progress == 1.0
+    assert run.model_version == version
+    assert version.kind == "mmoe"
+
+
+def test_it_records_the_error_of_a_failed_training_run(world):
+    run = TrainingRun.objects.create(kind="m2m", options={**TINY.to_json(), "window_days": 90})
+    with pytest.raises(Exception, match="empty split"):
+        services.training_run_execute(run=run)
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert "empty split" in run.error
+
+
+def test_the_train_command_registers_and_activates(world, capsys):
+    call_command(
+        "train",
+        "--model",
+        "m2m",
+        "--epochs",
+        "1",
+        "--window",
+        "14",
+        "--bins",
+        "8",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "64",
+        "--hparams",
+        '{"d_view": 16, "n_experts": 2}',
+        "--activate",
+        "--no-progress",
+    )
+    assert "test NMAE" in capsys.readouterr().out
+    assert selectors.model_version_active(kind="m2m") is not None
+
+
+def test_the_evaluate_command_writes_table_4_without_registering_models(world, tmp_path: Path):
+    out = tmp_path / "eval"
+    call_command(
+        "evaluate",
+        "--models",
+        "m2m,mmoe",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--window",
+        "14",
+        "--bins",
+        "8",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "64",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--hparams",
+        '{"d_input": 4, "d_view": 16, "n_experts": 2}',
+    )
+    report = json.loads((out / "results.json").read_text())
+    overall = report["results"]["m2m"]["summary"]["overall"]["nmae"]
+    assert overall["mean"] > 0 and overall["std"] >= 0
+    assert report["improvement"]["overall"]["nmae"]["best_baseline"] == "mmoe"
+    assert len(report["results"]["mmoe"]["runs"]) == 2
+    markdown = (out / "results.md").read_text()
+    assert "## Task clicks" in markdown and "| M2M vs best baseline |" in markdown
+    assert not ModelVersion.objects.exists()
+
+
+def test_the_admin_lists_versions_with_their_test_metrics(version: ModelVersion, admin_client):
+    page = admin_client.get("/admin/predictor/modelversion/")
+    assert page.status_code == 200
+    assert f"{version.metrics['test']['overall']['nmae']:.4f}" in page.content.decode()
+
+
+def test_the_admin_activate_action_promotes_the_version(version: ModelVersion, admin_client):
+    page = admin_client.post(
+        "/admin/predictor/modelversion/",
+        {"action": "activate_version", "_selected_action": [version.pk]},
+        follow=True,
+    )
+    assert page.status_code == 200
+    version.refresh_from_db()
+    assert version.status == ModelVersion.Status.ACTIVE
+
+
+def test_the_admin_shows_run_records(version: ModelVersion, admin_client):
+    services.training_run_create(kind="m2m")
+    for url in ("/admin/predictor/trainingrun/", "/admin/predictor/predictionrun/"):
+        assert admin_client.get(url).status_code == 200
+
+
+def test_it_closes_the_version_of_a_training_attempt_whose_worker_died(world):
+    run = services.training_run_create(kind="m2m", options=TINY)
+    orphan = ModelVersion.objects.create(kind="m2m")  # started by the attempt that died
+    TrainingRun.objects.filter(pk=run.pk).update(status="running", model_version=orphan)
+    version = services.training_run_execute(run=run)  # the re-delivered task
+    orphan.refresh_from_db()
+    assert orphan.status == ModelVersion.Status.FAILED
+    assert version.status == ModelVersion.Status.READY
+    assert run.model_version == version

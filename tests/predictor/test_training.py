@@ -1,0 +1,154 @@
+"""The plain training loop: determinism, checkpoint resume, early stopping, DDP on CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from predictor import training
+from predictor.networks import InputSpec, build_model
+
+SPEC = InputSpec(
+    seq_len=6,
+    behaviour_bins=(5, 5, 5, 5),
+    performance_bins=(6,) * 8,
+    n_scenario=4,
+    profile_cardinalities=(6, 3, 6),
+    n_profile_num=1,
+)
+TINY_M2M = {
+    "d_input": 4,
+    "n_experts": 2,
+    "d_view": 16,
+    "d_task_embedding": 4,
+    "d_meta": 8,
+    "meta_layers": 2,
+    "tower_layers": 1,
+}
+CONFIG = training.TrainConfig(epochs=3, batch_size=32, patience=5, seed=7, device="cpu")
+
+
+def _tensors(n: int, seed: int) -> dict[str, torch.Tensor]:
+    """Learnable synthetic samples: the targets grow with the last day's bins."""
+    g = torch.Generator().manual_seed(seed)
+    behaviour = torch.randint(0, 5, (n, 6, 4), generator=g, dtype=torch.uint8)
+    performance = torch.randint(0, 6, (n, 6, 8), generator=g, dtype=torch.uint8)
+    level = performance[:, -1, :5].float() / 3
+    return {
+        "behaviour": behaviour,
+        "performance": performance,
+        "scenario": torch.randn(n, 4, generator=g),
+        "profile_cat": torch.randint(0, 3, (n, 3), generator=g),
+        "profile_num": torch.randn(n, 1, generator=g),
+        "target": torch.poisson(level, generator=g),
+    }
+
+
+TRAIN, VALID = _tensors(160, 1), _tensors(48, 2)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models on a shared 2-core machine: one thread beats two fighting for cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _build() -> torch.nn.Module:
+    return build_model("m2m", SPEC, **TINY_M2M)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_it_gives_identical_models_for_the_same_seed_on_cpu():
+    first = training.fit(_build, TRAIN, VALID, CONFIG)
+    second = training.fit(_build, TRAIN, VALID, CONFIG)
+    assert _same_weights(first.model, second.model)
+    assert [h["valid_loss"] for h in first.history] == [h["valid_loss"] for h in second.history]
+
+
+def test_it_gives_different_models_for_different_seeds():
+    first = training.fit(_build, TRAIN, VALID, CONFIG)
+    other = training.fit(_build, TRAIN, VALID, replace(CONFIG, seed=8))
+    assert not _same_weights(first.model, other.model)
+
+
+def test_it_lowers_the_validation_loss():
+    result = training.fit(_build, TRAIN, VALID, replace(CONFIG, epochs=4))
+    assert result.history[-1]["valid_loss"] < result.history[0]["valid_loss"]
+
+
+def test_it_resumes_an_interrupted_run_where_it_stopped(tmp_path: Path):
+    checkpoint = tmp_path / "run.pt"
+    uninterrupted = training.fit(_build, TRAIN, VALID, CONFIG)
+    interrupted = replace(CONFIG, epochs=1, checkpoint_path=str(checkpoint))
+    training.fit(_build, TRAIN, VALID, interrupted)  # "killed" after its first epoch
+    assert checkpoint.exists()
+    resumed = training.fit(_build, TRAIN, VALID, replace(interrupted, epochs=3))
+    assert resumed.resumed_from_epoch == 1
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert _same_weights(resumed.model, uninterrupted.model)
+
+
+def test_it_ignores_a_checkpoint_of_another_setup(tmp_path: Path):
+    checkpoint = str(tmp_path / "run.pt")
+    training.fit(_build, TRAIN, VALID, replace(CONFIG, epochs=1, checkpoint_path=checkpoint))
+    other = training.fit(_build, TRAIN, VALID, replace(CONFIG, lr=1e-3, checkpoint_path=checkpoint))
+    assert other.resumed_from_epoch is None
+    assert len(other.history) == 3
+
+
+def test_it_stops_early_when_validation_stops_improving():
+    frozen = replace(CONFIG, epochs=10, lr=0.0, patience=2)  # nothing moves: no epoch is better
+    result = training.fit(_build, TRAIN, VALID, frozen)
+    assert result.stopped_early
+    assert len(result.history) == 3
+    assert result.best_epoch == 1
+
+
+def test_it_refuses_cuda_where_there_is_none():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        training.resolve_device("cuda")
+
+
+@pytest.mark.slow
+def test_it_keeps_ranks_in_step_under_torchrun(tmp_path: Path):
+    """Two CPU processes (Gloo) train one DDP model; both end with the same weights."""
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys, torch
+            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            from importlib import import_module
+            mod = import_module("test_training")
+            from predictor import training
+            from dataclasses import replace
+            config = replace(mod.CONFIG, epochs=2, checkpoint_path={str(tmp_path / "ddp.pt")!r})
+            result = training.fit(mod._build, mod.TRAIN, mod.VALID, config)
+            out = {str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.pt"
+            torch.save(result.model.state_dict(), out)
+            """
+        )
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(script)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert (tmp_path / "ddp.pt").exists()  # rank 0 wrote the checkpoint
