@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from predictor import features, training
+from predictor import training
 from predictor.metrics import metric_table
 from predictor.models import TASKS
 from predictor.networks import MODEL_KINDS, build_model
@@ -150,14 +150,7 @@ def evaluate(
     if seeds < 1:
         raise ValueError(f"seeds={seeds} must be at least 1.")
     say = on_progress or (lambda message: None)
-    data = features.dataset_build(
-        start=options.start,
-        end=options.end,
-        window_days=options.window_days,
-        horizon_days=options.horizon_days,
-        stride=options.stride,
-        n_bins=options.n_bins,
-    )
+    data = options.dataset()
     say(f"samples: train {len(data.train)}, valid {len(data.valid)}, test {len(data.test)}")
     input_spec = data.spec.input_spec()
     train, valid, test = (s.tensors(data.spec) for s in (data.train, data.valid, data.test))

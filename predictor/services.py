@@ -107,6 +107,17 @@ class TrainOptions:
                 data[key] = date.fromisoformat(data[key])
         return cls(**data)
 
+    def dataset(self) -> features.Dataset:
+        """The samples and time split these options describe."""
+        return features.dataset_build(
+            start=self.start,
+            end=self.end,
+            window_days=self.window_days,
+            horizon_days=self.horizon_days,
+            stride=self.stride,
+            n_bins=self.n_bins,
+        )
+
     def train_config(self, checkpoint_path: Path | None) -> training.TrainConfig:
         return training.TrainConfig(
             epochs=self.epochs,
@@ -234,14 +245,7 @@ def model_train(
     info = training.dist_info()
     report = on_progress or (lambda fraction, message: None)
     report(0.0, "building features")
-    data = features.dataset_build(
-        start=options.start,
-        end=options.end,
-        window_days=options.window_days,
-        horizon_days=options.horizon_days,
-        stride=options.stride,
-        n_bins=options.n_bins,
-    )
+    data = options.dataset()
     input_spec = data.spec.input_spec()
     build_model(kind, input_spec, **options.hparams)  # unknown hparams fail before any write
     version = _version_start(kind=kind, options=options, data=data) if info.is_main else None
