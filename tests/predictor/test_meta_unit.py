@@ -13,14 +13,6 @@ from predictor.networks.spec import InputSpec
 D_IN, D_OUT, D_S = 6, 5, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def random_layer(*, groups: int, contraction: str, seed: int = 0) -> MetaLayer:
     torch.manual_seed(seed)
     layer = MetaLayer(D_IN, D_OUT, D_S, groups=groups, contraction=contraction).double()

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
 
@@ -28,14 +27,6 @@ TINY_M2M = {
 TINY = TrainOptions(
     epochs=1, batch_size=64, window_days=14, stride=7, n_bins=8, device="cpu", hparams=TINY_M2M
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -54,15 +54,6 @@ def _tensors(n: int, seed: int) -> dict[str, torch.Tensor]:
 TRAIN, VALID = _tensors(160, 1), _tensors(48, 2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one thread beats two fighting for cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _build() -> torch.nn.Module:
     return build_model("m2m", SPEC, **TINY_M2M)
 

@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import torch
 from celery.signals import worker_process_init
 from django.db import connection
 
@@ -32,14 +31,6 @@ TINY = TrainOptions(
     device="cpu",
     hparams={"d_input": 4, "n_experts": 2, "d_view": 16, "d_meta": 8, "meta_layers": 2},
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _active_version(tmp_path: Path, settings) -> ModelVersion:
