@@ -140,6 +140,7 @@ def main() -> None:
     device = training.resolve_device(args.device)
     if device.type == "cpu":
         training.flush_denormals()  # as the trainer does
+        training.keep_freed_memory()
     config = training.TrainConfig(batch_size=args.batch_size, device=str(device))
     data = batches(8, args.batch_size, device)
     trainers = {kind: Trainer(kind, device, config) for kind in ("m2m", "mmoe")}

@@ -49,7 +49,7 @@ class _EmbeddingMLP(nn.Module):
 
     def __init__(self, spec: InputSpec, config: SingleTaskConfig) -> None:
         super().__init__()
-        self.encoder = FeatureEncoder(spec, config.d_input)
+        self.encoder = FeatureEncoder(spec, config.d_input, config.d_day)
         self.body = mlp(self.encoder.n_flat, config.hidden)
         self.out = nn.Linear(config.hidden[-1] if config.hidden else self.encoder.n_flat, 1)
         nn.init.constant_(self.out.bias, UNIT_RATE_BIAS)
@@ -86,7 +86,7 @@ class SharedBottom(nn.Module):
     def __init__(self, spec: InputSpec, config: SharedBottomConfig) -> None:
         super().__init__()
         self.spec, self.config = spec, config
-        self.encoder = FeatureEncoder(spec, config.d_input)
+        self.encoder = FeatureEncoder(spec, config.d_input, config.d_day)
         self.bottom = mlp(self.encoder.n_flat, config.bottom)
         d_bottom = config.bottom[-1] if config.bottom else self.encoder.n_flat
         self.towers = TaskTowers(spec.n_tasks, d_bottom, config.tower)
@@ -107,7 +107,7 @@ class CrossStitch(nn.Module):
             raise ValueError("cross_stitch needs at least one hidden layer to stitch.")
         self.spec, self.config = spec, config
         m, widths = spec.n_tasks, config.hidden
-        self.encoder = FeatureEncoder(spec, config.d_input)
+        self.encoder = FeatureEncoder(spec, config.d_input, config.d_day)
         self.first = nn.Linear(self.encoder.n_flat, m * widths[0])  # all columns' first layers
         self.layers = nn.ModuleList(
             GroupedLinear(m, d_in, d_out) for d_in, d_out in itertools.pairwise(widths)
@@ -135,7 +135,7 @@ class MMoE(nn.Module):
     def __init__(self, spec: InputSpec, config: MMoEConfig) -> None:
         super().__init__()
         self.spec, self.config = spec, config
-        self.encoder = FeatureEncoder(spec, config.d_input)
+        self.encoder = FeatureEncoder(spec, config.d_input, config.d_day)
         self.experts = ExpertBank(self.encoder.n_flat, config.n_experts, config.d_view)
         self.gates = nn.Linear(self.encoder.n_flat, spec.n_tasks * config.n_experts)
         self.towers = TaskTowers(spec.n_tasks, config.d_view, config.tower)
@@ -157,7 +157,7 @@ class CGC(nn.Module):
         super().__init__()
         self.spec, self.config = spec, config
         m, n_s, n_t = spec.n_tasks, config.n_shared_experts, config.n_task_experts
-        self.encoder = FeatureEncoder(spec, config.d_input)
+        self.encoder = FeatureEncoder(spec, config.d_input, config.d_day)
         # experts 0..n_s-1 are shared, then n_t experts for task 0, n_t for task 1, ...
         self.experts = ExpertBank(self.encoder.n_flat, n_s + m * n_t, config.d_view)
         own = torch.arange(m * n_t).view(m, n_t) + n_s  # [M, n_t]
@@ -189,7 +189,7 @@ class MRAN(nn.Module):
         super().__init__()
         self.spec, self.config = spec, config
         d, t, d_in = config.d_model, spec.seq_len, config.d_input
-        self.encoder = FeatureEncoder(spec, d_in)
+        self.encoder = FeatureEncoder(spec, d_in, d_day=None)  # fields, no flat input
         self.n_channels = spec.n_behaviour + spec.n_performance
         self.channel_proj = GroupedLinear(self.n_channels, t * d_in, d)
         self.scenario_proj = nn.Linear(spec.n_scenario, d)

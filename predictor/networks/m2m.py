@@ -11,14 +11,16 @@ Data flow for B samples, M tasks, k experts (shapes in the comments of `M2M.forw
   output              per-task linear head, softplus -> positive Poisson rate              eq. 20
 
 Choices where the paper is silent (each is also noted at the line that makes it):
-- A day's token is the concatenation of its channels' embeddings (d_input each), with a
-  trainable position embedding concatenated (not added) as 4.1.1 says. Q, K, V keep the token
-  width; W^H maps the heads back to the day embedding's width and the result is added to it
+- A day's channel embeddings (d_input each) are mapped by a linear day projection, shared by
+  the days, to one day vector of width d_day ("fixed-size low-dimensional vectors of each time
+  sequence", 4.1.1); the baselines' flat input uses the same day vectors. A trainable position
+  embedding is concatenated (not added) to form the token, as 4.1.1 says. Q, K, V keep the
+  token width; W^H maps the heads back to d_day and the result is added to the day vector
   (the residual of [36]). The residual is linear, so no non-linear unit is added (4.1.2), and
   it lets a day's own values through while attention is still spread evenly early in training.
 - F flattens the T attended days in order ("a fixed-length vector", 4.1.2): when in the window
   an advertiser was active is what predicts the next week, and pooling over days would lose
-  it. F then has the width of the baselines' flat input, so the experts cost the same as MMoE's.
+  it. F has the width of the baselines' flat input, so the experts cost the same as MMoE's.
 - [E_i || T_t] (512 wide) and R_t (256) are projected to d linearly before their meta units,
   and the projection of the concatenation is computed as P_E E_i + P_T T_t (the same linear
   map, split by blocks), so k + M rows are projected instead of k * M.
@@ -41,7 +43,6 @@ from torch.nn import functional as F
 
 from predictor.networks.embedding import (
     UNIT_RATE_BIAS,
-    ChannelEmbedding,
     ExpertBank,
     FeatureEncoder,
     GroupedLinear,
@@ -54,49 +55,35 @@ from predictor.networks.spec import InputSpec, M2MConfig
 class DaySelfAttention(nn.Module):
     """Multi-head self-attention over the days of one sequence (eq. 2-4), residual added.
 
-    A day's token is [channel embeddings || trainable position embedding] (4.1.1, positions
-    concatenated, not added). Q, K and V keep the token width ("equal-dimensional linear
-    projects", 4.1.2); W^H maps the heads back to the width of the day embedding, which the
-    residual adds to: positions steer the attention, and F is as wide as the baselines' input.
-    The residual of [36] is linear, so no non-linear unit is added, as 4.1.2 asks.
+    A day's token is [day vector || trainable position embedding] (4.1.1: the day's channel
+    embeddings in one fixed-size low-dimensional vector, positions concatenated, not added).
+    Q, K and V keep the token width ("equal-dimensional linear projects", 4.1.2); W^H maps the
+    heads back to the day vector's width, which the residual adds to.
 
-    Q, K, V are linear in the token and the token is a concatenation of table look-ups, so
-    [Q K V](token) = sum_c (E_c W_c)[id_c] + (P W_pos)[t] + bias. The projection is applied to
-    the small embedding tables once per step and each token sums its looked-up rows, instead of
-    a [B*T, d] x [d, 3d] GEMM: the same function and parameters, about half the CPU time.
-    `qkv_literal` is the plain form, kept for the test that checks the two agree.
+    The token is a concatenation, so its projection is split by blocks: [Q K V](token) =
+    days W_d + (P W_p + bias)[t], the position part computed once per step for all samples.
     """
 
-    def __init__(self, embedding: ChannelEmbedding, seq_len: int, d_pos: int, n_heads: int):
+    def __init__(self, d_day: int, seq_len: int, d_pos: int, n_heads: int) -> None:
         super().__init__()
-        d_model = embedding.width + d_pos
+        d_model = d_day + d_pos
         if d_model % n_heads:
             raise ValueError(f"token width {d_model} is not divisible by {n_heads} heads.")
-        self.n_heads, self.d_model = n_heads, d_model
+        self.n_heads, self.d_day, self.d_model = n_heads, d_day, d_model
         self.positions = nn.Parameter(torch.randn(seq_len, d_pos) * 0.1)  # 4.1.1
         self.qkv = nn.Linear(d_model, 3 * d_model)  # W^Q, W^K, W^V of every head (eq. 4)
-        self.out = nn.Linear(d_model, embedding.width)  # W^H (eq. 3)
+        self.out = nn.Linear(d_model, d_day)  # W^H (eq. 3)
 
-    def qkv_fast(self, ids: torch.Tensor, embedding: ChannelEmbedding) -> torch.Tensor:
-        weight = self.qkv.weight.T  # [d_model, 3 d_model]: rows for channels, then positions
-        n_content = embedding.width
-        per_row = embedding.project(weight[:n_content])  # [sum(bins), 3 d_model]
-        per_day = self.positions @ weight[n_content:] + self.qkv.bias  # [T, 3 d_model]
-        return embedding.project_lookup(ids, per_row) + per_day  # [B, T, 3 d_model]
-
-    def qkv_literal(self, days: torch.Tensor) -> torch.Tensor:
-        tokens = torch.cat([days, self.positions.expand(days.shape[0], -1, -1)], dim=-1)
-        return self.qkv(tokens)  # [B, T, 3 d_model]
-
-    def forward(
-        self, ids: torch.Tensor, days: torch.Tensor, embedding: ChannelEmbedding
-    ) -> torch.Tensor:
+    def forward(self, days: torch.Tensor) -> torch.Tensor:
+        """days [B, T, d_day] -> days + MultiHead(tokens) [B, T, d_day] (eq. 2-4, residual)."""
         bsz, t, _ = days.shape
-        qkv = self.qkv_fast(ids, embedding).view(bsz, t, 3, self.n_heads, -1)
+        weight = self.qkv.weight.T  # [d_model, 3 d_model]: rows for the day, then the position
+        per_day = self.positions @ weight[self.d_day :] + self.qkv.bias  # [T, 3 d_model]
+        qkv = (days @ weight[: self.d_day] + per_day).view(bsz, t, 3, self.n_heads, -1)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B, h, T, d_model / h] each
         heads = F.scaled_dot_product_attention(q, k, v)  # eq. 2, 4: [B, h, T, d_model / h]
         mh = self.out(heads.transpose(1, 2).reshape(bsz, t, self.d_model))  # eq. 3
-        return days + mh  # [B, T, C * d_input]
+        return days + mh  # [B, T, d_day]
 
 
 class M2M(nn.Module):
@@ -106,11 +93,10 @@ class M2M(nn.Module):
         super().__init__()
         self.spec, self.config = spec, config
         c, m = config, spec.n_tasks
-        self.encoder = FeatureEncoder(spec, c.d_input)
+        self.encoder = FeatureEncoder(spec, c.d_input, c.d_day)
         if c.use_transformer:
-            enc, t = self.encoder, spec.seq_len
-            self.attn_b = DaySelfAttention(enc.behaviour, t, c.d_input, c.n_heads)
-            self.attn_p = DaySelfAttention(enc.performance, t, c.d_input, c.n_heads)
+            self.attn_b = DaySelfAttention(c.d_day, spec.seq_len, c.d_input, c.n_heads)
+            self.attn_p = DaySelfAttention(c.d_day, spec.seq_len, c.d_input, c.n_heads)
         self.experts = ExpertBank(self.encoder.n_flat, c.n_experts, c.d_view)
         self.task_ids = nn.Embedding(m, c.d_task_embedding)
         self.task_mlp = nn.Linear(c.d_task_embedding, c.d_view)
@@ -140,12 +126,10 @@ class M2M(nn.Module):
 
     def features(self, batch: dict[str, torch.Tensor], static: torch.Tensor) -> torch.Tensor:
         """F (eq. 5) flattened over days, with the dense S and A appended (4.1.3): [B, n_flat]."""
-        xb, xp = self.encoder.sequences(batch)  # [B, T, NB * d_input], [B, T, NP * d_input]
+        zb, zp = self.encoder.projected_days(batch)  # day vectors of X_b, X_p: [B, T, d_day]
         if self.config.use_transformer:  # else ablation "w/o TL": the baselines' flat input
-            enc = self.encoder
-            xb = self.attn_b(batch["behaviour"], xb, enc.behaviour)  # eq. 2-4: [B, T, NB * d_in]
-            xp = self.attn_p(batch["performance"], xp, enc.performance)  # [B, T, NP * d_in]
-        return torch.cat([xb.flatten(1), xp.flatten(1), static], dim=-1)  # eq. 5: [B, n_flat]
+            zb, zp = self.attn_b(zb), self.attn_p(zp)  # eq. 2-4: [B, T, d_day] each
+        return torch.cat([zb.flatten(1), zp.flatten(1), static], dim=-1)  # eq. 5: [B, n_flat]
 
     def task_views(self) -> torch.Tensor:
         return act(self.task_mlp(self.task_ids.weight))  # eq. 7: T [M, d_view]

@@ -190,6 +190,7 @@ class M2MConfig(_Config):
     kind: ClassVar[str] = "m2m"
     may_be_zero: ClassVar[frozenset[str]] = frozenset({"tower_layers"})
     d_input: int = 16  # embedding width of every discretised input (5.1.3)
+    d_day: int = 16  # width of a day vector after the day projection (embedding.FeatureEncoder)
     n_heads: int = 2  # heads of each sequence's self-attention (5.1.3)
     n_experts: int = 4  # k expert views (eq. 6)
     d_view: int = 256  # width of expert views and task views (5.1.3)
@@ -217,6 +218,7 @@ class SingleTaskConfig(_Config):
 
     kind: ClassVar[str] = "single_task"
     d_input: int = 16
+    d_day: int = 16
     hidden: tuple[int, ...] = (256, 128)
 
 
@@ -224,6 +226,7 @@ class SingleTaskConfig(_Config):
 class SharedBottomConfig(_Config):
     kind: ClassVar[str] = "shared_bottom"
     d_input: int = 16
+    d_day: int = 16
     bottom: tuple[int, ...] = (256, 256)
     tower: tuple[int, ...] = (64,)
 
@@ -232,6 +235,7 @@ class SharedBottomConfig(_Config):
 class CrossStitchConfig(_Config):
     kind: ClassVar[str] = "cross_stitch"
     d_input: int = 16
+    d_day: int = 16
     hidden: tuple[int, ...] = (256, 128, 64)
     stitch_self: float = 0.9  # initial weight a column gives itself; the rest is shared evenly
 
@@ -247,6 +251,7 @@ class CrossStitchConfig(_Config):
 class MMoEConfig(_Config):
     kind: ClassVar[str] = "mmoe"
     d_input: int = 16
+    d_day: int = 16
     n_experts: int = 4
     d_view: int = 256
     tower: tuple[int, ...] = (64,)
@@ -266,6 +271,7 @@ class CGCConfig(_Config):
     kind: ClassVar[str] = "cgc"
     may_be_zero: ClassVar[frozenset[str]] = frozenset({"n_shared_experts"})
     d_input: int = 16
+    d_day: int = 16
     n_shared_experts: int = 2
     n_task_experts: int = 1
     d_view: int = 256

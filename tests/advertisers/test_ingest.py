@@ -13,6 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
+from advertisers import ingestion
 from advertisers.ingestion import IngestError, ingest_files
 from advertisers.models import Advertiser, DailyStat, Scenario
 
@@ -506,7 +507,9 @@ def test_it_restores_the_table_when_a_bulk_load_fails(files, tmp_path, bulk):
 
 
 @pytest.mark.postgres
-def test_it_reports_a_row_the_database_refuses_as_a_problem(files, tmp_path):
+@pytest.mark.parametrize("strategy", ["staging", "bulk"])
+def test_it_reports_a_row_the_database_refuses_as_a_problem(files, tmp_path, settings, strategy):
+    settings.INGEST_BULK_MIN_ROWS = 1 if strategy == "bulk" else 10**9
     loaded(files)
     with connection.cursor() as cursor:  # a rule the checks do not know about
         cursor.execute(
@@ -519,6 +522,102 @@ def test_it_reports_a_row_the_database_refuses_as_a_problem(files, tmp_path):
     assert len(problems) == 1
     assert problems[0].startswith("daily_stats.csv:0: -: the database refused the rows (")
     assert DailyStat.objects.count() == 0
+
+
+@pytest.mark.parametrize("strategy", ["staging", "bulk"])
+def test_it_stores_the_extremes_of_every_column_exactly(files, tmp_path, settings, strategy):
+    settings.INGEST_BULK_MIN_ROWS = 1 if strategy == "bulk" else 10**9
+    loaded(files)
+    stats_with(
+        tmp_path,
+        stat_row(
+            "a1",
+            day="1000-01-01",
+            impressions="999999999999999999",
+            clicks="0",
+            expenditure="999999999999.99",
+            gmv="99999999999999.99",
+            logins="2147483647",
+            bid_changes="007",
+        ),
+        stat_row("a1", day="2999-12-31", expenditure="0", gmv="0.5"),
+        stat_row("a1", day="2024-02-29", expenditure="10000.01", gmv="7.05"),
+        stat_row("a2", day="1999-12-31", expenditure="0.00", gmv="123456789.1"),
+    )
+
+    ingest_files(stats=tmp_path / "daily_stats.csv")
+
+    rows = DailyStat.objects.order_by("advertiser__advertiser_id", "date").values_list(
+        "date", "impressions", "clicks", "expenditure", "gmv", "logins", "bid_changes"
+    )
+    assert list(rows) == [
+        (
+            dt.date(1000, 1, 1),
+            999999999999999999,
+            0,
+            Decimal("999999999999.99"),
+            Decimal("99999999999999.99"),
+            2147483647,
+            7,
+        ),
+        (dt.date(2024, 2, 29), 100, 5, Decimal("10000.01"), Decimal("7.05"), 1, 2),
+        (dt.date(2999, 12, 31), 100, 5, Decimal("0"), Decimal("0.5"), 1, 2),
+        (dt.date(1999, 12, 31), 100, 5, Decimal("0"), Decimal("123456789.1"), 1, 2),
+    ]
+
+
+@pytest.mark.postgres
+def test_it_rejects_a_whole_bulk_load_for_a_bad_row_late_in_it(files, tmp_path, bulk, monkeypatch):
+    ingest_files(**files)
+    before = index_definitions()
+    days = [dt.date(2024, 1, 1) + dt.timedelta(days=d) for d in range(300)]
+    rows = [stat_row("a1", "live", day.isoformat()) for day in days]
+    stats_with(tmp_path, *rows, stat_row("a2", "live", "2024-01-01", clicks="-3"), rows[7])
+    monkeypatch.setattr(ingestion, "CSV_BLOCK_BYTES", 1024)  # many blocks sent before the bad one
+    sent = []
+    encode = ingestion.BinaryRows.encode
+    monkeypatch.setattr(
+        ingestion.BinaryRows, "encode", lambda self, table: sent.append(1) or encode(self, table)
+    )
+
+    problems = problems_of(stats=tmp_path / "daily_stats.csv")
+
+    assert len(sent) > 10
+    assert problems == [
+        "daily_stats.csv:302: clicks: '-3' is negative; counts are never negative",
+        "daily_stats.csv:303: advertiser_id/scenario/date: duplicate of line 9 "
+        "(a1, live, 2024-01-08); keep one row per key",
+    ]
+    assert index_definitions() == before
+    assert DailyStat.objects.count() == 3
+
+
+@pytest.mark.postgres
+def test_it_leaves_the_pages_of_a_first_bulk_load_all_visible(files, bulk):
+    ingest_files(**files)
+
+    with connection.cursor() as cursor:  # COPY FREEZE set the visibility map; ANALYZE counted it
+        cursor.execute(
+            "SELECT relallvisible FROM pg_class WHERE oid = %s::regclass",
+            [DailyStat._meta.db_table],
+        )
+        assert cursor.fetchone()[0] == 1
+
+
+@pytest.mark.postgres
+def test_it_keeps_a_key_another_table_references_in_a_bulk_load(files, bulk):
+    table = DailyStat._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE stat_note (stat_id bigint REFERENCES {table} (id))")
+    before = index_definitions()
+
+    report = ingest_files(**files)
+
+    assert report.daily_stats.inserted == 3
+    assert index_definitions() == before
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_constraint WHERE confrelid = %s::regclass", [table])
+        assert cursor.fetchone()[0] == 1
 
 
 # --- The command ---------------------------------------------------------------------------------

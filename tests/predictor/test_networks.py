@@ -153,30 +153,42 @@ def test_it_rejects_an_unknown_hyperparameter_and_lists_the_accepted_ones():
         build_model("m2m", SPEC, n_layers=3)
 
 
-def test_it_computes_the_day_attention_projection_like_the_plain_linear_map():
+def test_it_attends_over_days_with_positions_so_day_order_matters():
     torch.manual_seed(0)
-    model = build_model("m2m", SPEC, **SMALL["m2m"]).double()
-    batch = make_batch(SPEC, 5)
-    embedding, attention = model.encoder.performance, model.attn_p
-    days = embedding(batch["performance"])
-    fast = attention.qkv_fast(batch["performance"], embedding)
-    literal = attention.qkv_literal(days)
-    torch.testing.assert_close(fast, literal)
-    grads_fast = torch.autograd.grad(
-        fast.square().sum(), [embedding.table.weight, attention.qkv.weight]
+    attention = DaySelfAttention(d_day=6, seq_len=4, d_pos=2, n_heads=2).double()
+    days = torch.randn(3, 4, 6, dtype=torch.float64)
+    out = attention(days)
+    assert out.shape == days.shape
+    tokens = torch.cat([days, attention.positions.expand(3, -1, -1)], dim=-1)  # 4.1.1
+    q, k, v = attention.qkv(tokens).chunk(3, dim=-1)
+    heads = [
+        torch.softmax(qh @ kh.transpose(1, 2) / qh.shape[-1] ** 0.5, dim=-1) @ vh  # eq. 2
+        for qh, kh, vh in zip(q.chunk(2, -1), k.chunk(2, -1), v.chunk(2, -1), strict=True)
+    ]
+    torch.testing.assert_close(out, days + attention.out(torch.cat(heads, dim=-1)))  # eq. 3
+    reversed_out = attention(days.flip(1)).flip(1)
+    assert not torch.allclose(out, reversed_out)  # positions make the order count
+
+
+def test_it_feeds_the_baselines_the_day_projected_sequences():
+    torch.manual_seed(0)
+    model = build_model("mmoe", SPEC, **SMALL["mmoe"]).double()
+    batch = make_batch(SPEC, 4)
+    enc = model.encoder
+    xb, xp = enc.sequences(batch)
+    literal = torch.cat(
+        [enc.day_b(xb).flatten(1), enc.day_p(xp).flatten(1), enc.static(batch)], dim=-1
     )
-    grads_literal = torch.autograd.grad(
-        literal.square().sum(), [embedding.table.weight, attention.qkv.weight]
-    )
-    for a, b in zip(grads_fast, grads_literal, strict=True):
-        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(enc.flat(batch), literal)
+    assert literal.shape[1] == enc.n_flat == SPEC.seq_len * 2 * model.config.d_day + enc.n_static
 
 
 def test_it_rejects_a_token_width_the_heads_do_not_divide():
-    spec = dataclasses.replace(SPEC, behaviour_bins=(4,))  # token 1 * 5 + 5 = 10 wide
     with pytest.raises(ValueError, match="not divisible by 4 heads"):
-        build_model("m2m", spec, d_input=5, n_heads=4)
-    assert isinstance(build_model("m2m", spec, d_input=5, n_heads=2).attn_b, DaySelfAttention)
+        build_model("m2m", SPEC, d_day=5, d_input=5, n_heads=4)  # token 5 + 5 = 10 wide
+    assert isinstance(
+        build_model("m2m", SPEC, d_day=5, d_input=5, n_heads=2).attn_b, DaySelfAttention
+    )
 
 
 def test_it_uses_the_flat_embedding_without_the_transformer():
