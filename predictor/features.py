@@ -333,7 +333,10 @@ def scenario_activity_from_cube(cube: Cube, day_idx: np.ndarray) -> np.ndarray:
     return np.stack([n_active.astype(np.float64), total], axis=-1)
 
 
-def scenario_activity_from_db(scenario_pks: np.ndarray, as_of: date) -> np.ndarray:
+ScenarioActivity = dict[int, tuple[int, float]]  # scenario pk -> (active advertisers, spend)
+
+
+def scenario_activity_query(as_of: date) -> ScenarioActivity:
     """The same statistics for one as-of date over ALL advertisers, with one aggregate query."""
     rows = (
         DailyStat.objects.filter(
@@ -343,11 +346,20 @@ def scenario_activity_from_db(scenario_pks: np.ndarray, as_of: date) -> np.ndarr
         .annotate(n=Count("advertiser_id", distinct=True), spend=Sum("expenditure"))
         .values_list("scenario_id", "n", "spend")
     )
+    return {scenario_id: (n, float(spend)) for scenario_id, n, spend in rows}
+
+
+def scenario_activity_from_db(
+    scenario_pks: np.ndarray, as_of: date, known: ScenarioActivity | None = None
+) -> np.ndarray:
+    """[S, 1, 2] activity of `scenario_pks` at as_of: `known` (keys may be JSON strings) when
+    given, else queried."""
+    by_pk = scenario_activity_query(as_of) if known is None else known
     out = np.zeros((len(scenario_pks), 1, 2), dtype=np.float64)
-    for scenario_id, n, spend in rows:  # one row per scenario, not per sample
-        idx = np.searchsorted(scenario_pks, scenario_id)
-        if idx < len(scenario_pks) and scenario_pks[idx] == scenario_id:
-            out[idx, 0] = (n, float(spend))
+    for scenario_id, (n, spend) in by_pk.items():  # one item per scenario, not per sample
+        idx = np.searchsorted(scenario_pks, int(scenario_id))
+        if idx < len(scenario_pks) and scenario_pks[idx] == int(scenario_id):
+            out[idx, 0] = (n, spend)
     return out
 
 
@@ -610,6 +622,39 @@ def spec_fit(
     )
 
 
+def binned_windows(
+    cube: Cube,
+    a: np.ndarray,
+    s: np.ndarray,
+    days: np.ndarray,
+    spec: FeatureSpec,
+    *,
+    gather_first: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bin ids of the windows cube[a, s, days]: behaviour [N, T, 4] and performance [N, T, 8]
+    (the pair's 4 counters, then the advertiser's totals over all scenarios).
+
+    Binning is per value, so the order is free: bin every cell of the cube once and gather when
+    windows overlap (training: consecutive as-of dates share most days), gather the windows
+    first and bin only those when they cover less than the cube (scoring one date).
+    """
+    n_perf = len(PERFORMANCE)
+    behaviour_channels = [CH[c] for c in BEHAVIOUR]
+    perf_edges, total_edges = spec.performance_edges[:n_perf], spec.performance_edges[n_perf:]
+    if gather_first:
+        windows = cube.values[a, s, days]  # [N, T, 8]
+        behaviour = _digitize(windows[..., behaviour_channels], spec.behaviour_edges)
+        own = _digitize(windows[..., :n_perf], perf_edges)
+        totals = _digitize(_totals(cube)[a, days], total_edges)  # [N, T, 4]
+    else:
+        behaviour = _digitize(cube.values[..., behaviour_channels], spec.behaviour_edges)[
+            a, s, days
+        ]
+        own = _digitize(cube.values[..., :n_perf], perf_edges)[a, s, days]
+        totals = _digitize(_totals(cube), total_edges)[a, days]  # [A, D, 4] -> [N, T, 4]
+    return behaviour, np.concatenate([own, totals], axis=-1)
+
+
 def samples_build(
     cube: Cube,
     scenarios: ScenarioTable,
@@ -624,15 +669,11 @@ def samples_build(
     """Inputs (and targets) of every eligible sample at the given as-of dates."""
     T = spec.window_days
     idx = _sample_index(cube, scenarios, advertisers, as_of, window_days=T, eligibility=eligibility)
-    # Bin every cell of the cube once (windows of consecutive as-of dates overlap), then gather.
-    behaviour_bins = _digitize(cube.values[..., [CH[c] for c in BEHAVIOUR]], spec.behaviour_edges)
-    n_perf = len(PERFORMANCE)
-    perf_bins = _digitize(cube.values[..., :n_perf], spec.performance_edges[:n_perf])
-    total_bins = _digitize(_totals(cube), spec.performance_edges[n_perf:])  # [A, D, 4]
     days = idx.day[:, None] + np.arange(-T + 1, 1)[None, :]  # [N, T]
-    a, s = idx.a[:, None], idx.s[:, None]
-    behaviour = behaviour_bins[a, s, days]  # [N, T, 4]
-    performance = np.concatenate([perf_bins[a, s, days], total_bins[a, days]], axis=-1)  # [N, T, 8]
+    few_windows = days.size < cube.values.shape[0] * cube.values.shape[1] * cube.values.shape[2]
+    behaviour, performance = binned_windows(
+        cube, idx.a[:, None], idx.s[:, None], days, spec, gather_first=few_windows
+    )
     scen = scenario_features(spec, scenarios, as_of, activity)[idx.s, idx.q]
     categories = _category_ids(spec.categories, advertisers.main_category)
     profile_cat = np.stack(
@@ -803,9 +844,13 @@ def samples_at(
     as_of: date,
     advertiser_pk_range: tuple[int, int] | None = None,
     with_targets: bool = False,
+    scenario_activity: ScenarioActivity | None = None,
 ) -> SampleSet:
     """Samples of one as-of date under a fitted spec: prediction-eligible pairs without targets,
-    or (with_targets) the active pairs with their realised targets, for evaluating a version."""
+    or (with_targets) the active pairs with their realised targets, for evaluating a version.
+
+    For a range of advertisers, the scenario statistics need every advertiser's activity: pass
+    `scenario_activity` (from `scenario_activity_query`) to save the query per range."""
     history = max(spec.window_days, STATS_WINDOW_DAYS)
     start = as_of - timedelta(days=history - 1)
     end = as_of + timedelta(days=spec.horizon_days if with_targets else 0)
@@ -817,7 +862,7 @@ def samples_at(
     if cube.complete:
         activity = scenario_activity_from_cube(cube, cube.day_index(as_of_arr))
     else:
-        activity = scenario_activity_from_db(scenarios.pks, as_of)
+        activity = scenario_activity_from_db(scenarios.pks, as_of, scenario_activity)
     return samples_build(
         cube,
         scenarios,

@@ -59,10 +59,14 @@ class ModelVersion(models.Model):
 class Prediction(models.Model):
     """Predicted sums over the next `horizon_days` days after `as_of` for one pair."""
 
+    # Four indexes, each upkept by every scoring run: no single-column foreign-key index where
+    # a composite one leads with the same column.
     model_version = models.ForeignKey(
-        ModelVersion, on_delete=models.CASCADE, related_name="predictions"
+        ModelVersion, on_delete=models.CASCADE, related_name="predictions", db_index=False
     )
-    advertiser = models.ForeignKey(Advertiser, on_delete=models.CASCADE, related_name="predictions")
+    advertiser = models.ForeignKey(
+        Advertiser, on_delete=models.CASCADE, related_name="predictions", db_index=False
+    )
     scenario = models.ForeignKey(Scenario, on_delete=models.CASCADE, related_name="predictions")
     as_of = models.DateField()
     horizon_days = models.PositiveSmallIntegerField(default=7)
@@ -75,15 +79,14 @@ class Prediction(models.Model):
 
     class Meta:
         constraints = [
+            # The upsert key, and the index behind "a version's predictions at a date".
             models.UniqueConstraint(
-                fields=["model_version", "advertiser", "scenario", "as_of"],
+                fields=["model_version", "as_of", "advertiser", "scenario"],
                 name="prediction_unique_pair",
             )
         ]
-        indexes = [
-            models.Index(fields=["advertiser", "as_of"], name="prediction_advertiser_asof"),
-            models.Index(fields=["model_version", "as_of"], name="prediction_version_asof"),
-        ]
+        # "An advertiser's latest predictions" (the push API's task details).
+        indexes = [models.Index(fields=["advertiser", "as_of"], name="prediction_advertiser_asof")]
 
     def __str__(self) -> str:
         return f"{self.model_version_id}:{self.advertiser_id}/{self.scenario_id}@{self.as_of}"
@@ -126,6 +129,10 @@ class PredictionRun(models.Model):
     chunks_total = models.PositiveIntegerField(default=0)
     chunks_done = models.PositiveIntegerField(default=0)
     pairs_scored = models.PositiveIntegerField(default=0)
+    # Every scenario's activity at as_of over all advertisers ({scenario pk: [active
+    # advertisers, spend]} of the last 28 days): the scenario features of every chunk, taken
+    # once when the run is created instead of once per chunk.
+    scenario_activity = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)

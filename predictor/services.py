@@ -562,13 +562,17 @@ def predictions_predict(
     as_of: date,
     advertiser_pk_range: tuple[int, int] | None = None,
     loaded: LoadedModel | None = None,
+    scenario_activity: features.ScenarioActivity | None = None,
 ) -> int:
     """Score every eligible pair at `as_of` (optionally advertiser pk in [lo, hi)) and store it."""
     loaded = loaded or model_version_load(version=model_version)
     if loaded.version_id != model_version.pk:
         raise ValueError(f"loaded model is version {loaded.version_id}, not {model_version.pk}.")
     samples = features.samples_at(
-        spec=loaded.spec, as_of=as_of, advertiser_pk_range=advertiser_pk_range
+        spec=loaded.spec,
+        as_of=as_of,
+        advertiser_pk_range=advertiser_pk_range,
+        scenario_activity=scenario_activity,
     )
     if len(samples) == 0:
         return 0
@@ -608,9 +612,13 @@ def prediction_run_create(
     pks = np.fromiter(Advertiser.objects.order_by("pk").values_list("pk", flat=True), np.int64)
     starts = pks[::chunk_size]
     ends = np.append(starts[1:], pks[-1] + 1) if len(pks) else starts
+    activity = features.scenario_activity_query(as_of)  # once, not per chunk
     with transaction.atomic():
         run = PredictionRun.objects.create(
-            model_version=model_version, as_of=as_of, chunks_total=len(starts)
+            model_version=model_version,
+            as_of=as_of,
+            chunks_total=len(starts),
+            scenario_activity=activity,
         )
         PredictionChunk.objects.bulk_create(
             PredictionChunk(run=run, index=i, advertiser_pk_lo=int(lo), advertiser_pk_hi=int(hi))
@@ -634,6 +642,7 @@ def prediction_chunk_execute(*, chunk: PredictionChunk, loaded: LoadedModel | No
         as_of=run.as_of,
         advertiser_pk_range=(chunk.advertiser_pk_lo, chunk.advertiser_pk_hi),
         loaded=loaded,
+        scenario_activity=run.scenario_activity,
     )
     with transaction.atomic():
         locked = PredictionChunk.objects.select_for_update().get(pk=chunk.pk)

@@ -34,6 +34,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,7 +265,6 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Adam:
     return torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps)
 
 
-@torch.inference_mode()
 def predict_rates(
     model: nn.Module,
     tensors: Tensors,
@@ -275,22 +275,43 @@ def predict_rates(
     """Model output [N, M] (normalised rates) for every sample, in float32.
 
     512 samples a batch keep M2M's generated weights (512 x 64 x 64 floats a layer) near the
-    CPU caches; larger batches were slower per sample on CPU.
+    CPU caches; larger batches were slower per sample on CPU. On a CPU with several threads the
+    batches are shared out to one Python thread per torch thread, each running its ops single-
+    threaded: the many small matmuls of the meta units scale better that way than split across
+    threads op by op (measured 1.2 times the throughput on two cores).
     """
     device = torch.device(device)
-    if device.type == "cpu":
-        flush_denormals()
-        keep_freed_memory()
     model.eval()
     n = len(next(iter(tensors.values())))
-    parts = [np.zeros((0, 0), dtype=np.float32)]
-    for lo in range(0, n, batch_size):
-        batch = batch_to(
-            {k: v[lo : lo + batch_size] for k, v in tensors.items() if k != "target"}, device
-        )
+    if n == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    inputs = {k: v for k, v in tensors.items() if k != "target"}
+
+    @torch.inference_mode()
+    def score(lo: int) -> np.ndarray:
+        batch = batch_to({k: v[lo : lo + batch_size] for k, v in inputs.items()}, device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            parts.append(model(batch).float().cpu().numpy())
-    return np.concatenate(parts[1:]) if n else parts[0]
+            return model(batch).float().cpu().numpy()
+
+    starts = range(0, n, batch_size)
+    workers = torch.get_num_threads() if device.type == "cpu" else 1
+    if workers == 1 or len(starts) == 1:
+        if device.type == "cpu":
+            flush_denormals()
+            keep_freed_memory()
+        return np.concatenate([score(lo) for lo in starts])
+
+    def score_on_cpu(lo: int) -> np.ndarray:
+        flush_denormals()  # per thread: the flag lives in each thread's FPU state
+        return score(lo)
+
+    keep_freed_memory()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            return np.concatenate(list(pool.map(score_on_cpu, starts)))
+    finally:
+        torch.set_num_threads(workers)
 
 
 @torch.inference_mode()

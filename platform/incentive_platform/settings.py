@@ -18,10 +18,11 @@ BASE_DIR = Path(__file__).resolve().parents[2]
 
 
 def env(name: str, default: str = "") -> str:
+    """The variable's value, from <NAME>_FILE if set; empty counts as unset (`VAR= make ...`)."""
     file_path = os.environ.get(f"{name}_FILE")
     if file_path:
         return Path(file_path).read_text().strip()
-    return os.environ.get(name, default)
+    return os.environ.get(name) or default
 
 
 def envbool(name: str, default: str) -> bool:

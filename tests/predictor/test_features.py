@@ -150,6 +150,19 @@ def test_it_ends_the_input_window_on_the_as_of_day(history):
     assert ((clicks > 0) == active).all()
 
 
+def test_it_bins_windows_the_same_whether_it_gathers_or_bins_first(history):
+    spec, cube, _ = _fit_spec([_day(40), _day(50)])
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, cube.values.shape[0], size=(9, 1))
+    s = rng.integers(0, cube.values.shape[1], size=(9, 1))
+    days = rng.integers(T - 1, DAYS, size=(9, 1)) + np.arange(-T + 1, 1)[None, :]
+    binned = features.binned_windows(cube, a, s, days, spec, gather_first=False)
+    gathered = features.binned_windows(cube, a, s, days, spec, gather_first=True)
+    for first, second in zip(binned, gathered, strict=True):
+        np.testing.assert_array_equal(first, second)
+    assert binned[1].shape == (9, T, 8) and binned[1].any()
+
+
 def test_it_takes_only_pairs_active_in_the_input_window(history):
     _, samples = _samples([_day(50)])
     late = history["advertisers"][5]  # starts on day 60

@@ -136,6 +136,26 @@ def test_it_refuses_non_finite_predictions_and_stores_nothing(version: ModelVers
     assert not Prediction.objects.exists()
 
 
+def test_it_scores_a_chunked_run_as_one_whole_with_the_runs_scenario_statistics(
+    version: ModelVersion,
+):
+    as_of = _last_day()
+    columns = ("advertiser_id", "scenario_id", "clicks", "gmv", "active_days")
+    services.predictions_predict(model_version=version, as_of=as_of)
+    whole = sorted(Prediction.objects.values_list(*columns))
+    Prediction.objects.all().delete()
+
+    run = services.prediction_run_create(model_version=version, as_of=as_of, chunk_size=7)
+    services.prediction_run_execute(run=run)
+
+    assert run.chunks_total == 5
+    stored = {int(pk): tuple(v) for pk, v in run.scenario_activity.items()}
+    assert stored == features.scenario_activity_query(as_of)
+    chunked = sorted(Prediction.objects.values_list(*columns))
+    assert [row[:2] for row in chunked] == [row[:2] for row in whole]
+    np.testing.assert_allclose([row[2:] for row in chunked], [row[2:] for row in whole], rtol=1e-5)
+
+
 def test_it_scores_everyone_through_an_eager_chord(version: ModelVersion, settings):
     settings.CELERY_TASK_ALWAYS_EAGER = True
     run_id = tasks.predict_all(kind="m2m", chunk_size=7)
