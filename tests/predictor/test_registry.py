@@ -24,6 +24,18 @@ TINY_M2M = {
     "meta_layers": 2,
     "tower_layers": 1,
 }
+# Command-line options of a small, fast CPU run, shared by the train and evaluate commands.
+SMALL_RUN = (
+    "--window",
+    "14",
+    "--bins",
+    "8",
+    "--device",
+    "cpu",
+    "--batch-size",
+    "64",
+    "--no-progress",
+)
 TINY = TrainOptions(
     epochs=1, batch_size=64, window_days=14, stride=7, n_bins=8, device="cpu", hparams=TINY_M2M
 )
@@ -151,22 +163,8 @@ def test_it_records_the_error_of_a_failed_training_run(world):
 def test_the_train_command_registers_and_activates(world, capsys):
     call_command(
         "train",
-        "--model",
-        "m2m",
-        "--epochs",
-        "1",
-        "--window",
-        "14",
-        "--bins",
-        "8",
-        "--device",
-        "cpu",
-        "--batch-size",
-        "64",
-        "--hparams",
-        '{"d_view": 16, "n_experts": 2}',
-        "--activate",
-        "--no-progress",
+        *("--model", "m2m", "--epochs", "1", *SMALL_RUN),
+        *("--hparams", '{"d_view": 16, "n_experts": 2}', "--activate"),
     )
     assert "test NMAE" in capsys.readouterr().out
     assert selectors.model_version_active(kind="m2m") is not None
@@ -176,25 +174,8 @@ def test_the_evaluate_command_writes_table_4_without_registering_models(world, t
     out = tmp_path / "eval"
     call_command(
         "evaluate",
-        "--models",
-        "m2m,mmoe",
-        "--seeds",
-        "2",
-        "--epochs",
-        "1",
-        "--window",
-        "14",
-        "--bins",
-        "8",
-        "--device",
-        "cpu",
-        "--batch-size",
-        "64",
-        "--out",
-        str(out),
-        "--no-progress",
-        "--hparams",
-        '{"d_input": 4, "d_view": 16, "n_experts": 2}',
+        *("--models", "m2m,mmoe", "--seeds", "2", "--epochs", "1", *SMALL_RUN),
+        *("--out", str(out), "--hparams", '{"d_input": 4, "d_view": 16, "n_experts": 2}'),
     )
     report = json.loads((out / "results.json").read_text())
     overall = report["results"]["m2m"]["summary"]["overall"]["nmae"]
