@@ -2,7 +2,7 @@
 
     BENCH_DATABASE_URL=postgres://USER@HOST:5432/incentive_bench_predict python bench/predict.py
         [--advertisers 10000] [--days 70] [--repeats 3] [--chunk-size 5000] [--threads N]
-        [--hparams JSON] [--rebuild] [--check]
+        [--hparams JSON] [--device auto|cpu|cuda] [--rebuild] [--check]
 
 Needs a PostgreSQL database reserved for the benchmark (its name must contain "bench"; it is
 created if missing and migrated; its data is replaced on --rebuild or when empty). Steps:
@@ -129,16 +129,26 @@ def version_register(hparams: dict) -> object:
     )
 
 
-def matmul_rate(size: int = 1024, seconds: float = 1.0) -> float:
-    """Float32 matmul FLOP/s of this machine now (same threads as the run)."""
+def matmul_rate(device: object, seconds: float = 1.0) -> float:
+    """Matmul FLOP/s of this machine now, in the precision inference runs in.
+
+    Float32 on the CPU (same threads as the run); bf16 on a GPU, as under autocast.
+    """
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    cuda = device.type == "cuda"
+    size, dtype = (4096, torch.bfloat16) if cuda else (1024, torch.float32)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b
     n, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         a @ b
         n += 1
+        if cuda and n % 20 == 0:
+            torch.cuda.synchronize(device)
+    if cuda:
+        torch.cuda.synchronize(device)
     return 2 * size**3 * n / (time.perf_counter() - started)
 
 
@@ -148,8 +158,13 @@ def forward_flops_per_pair(model: object, spec: object) -> float:
 
     n = 64
     shapes = spec.input_spec().expected_shapes(n)
+    device = next(model.parameters()).device
     batch = {
-        k: (torch.zeros(s, dtype=d) if d == torch.int64 else torch.randn(s))
+        k: (
+            torch.zeros(s, dtype=d, device=device)
+            if d == torch.int64
+            else torch.randn(s, device=device)
+        )
         for k, (s, d) in shapes.items()
         if k != "target"
     }
@@ -193,6 +208,7 @@ def main() -> None:
     parser.add_argument(
         "--hparams", type=json.loads, default={}, help="M2M hyperparameters as JSON"
     )
+    parser.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda")
     parser.add_argument("--rebuild", action="store_true", help="simulate and load the data again")
     parser.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
     args = parser.parse_args()
@@ -210,7 +226,7 @@ def main() -> None:
     version = version_register(args.hparams)
     as_of = services.latest_data_date()
     started = time.perf_counter()
-    loaded = services.model_version_load(version=version, device="cpu")
+    loaded = services.model_version_load(version=version, device=args.device)
     print(f"model load (once per worker process): {time.perf_counter() - started:.2f}s")
 
     rates = []
@@ -230,12 +246,12 @@ def main() -> None:
 
     phases = breakdown(version, loaded, as_of)
     flops = forward_flops_per_pair(loaded.model, loaded.spec)
-    peak = matmul_rate()
+    peak = matmul_rate(loaded.device)
     n = phases["pairs"]
     print()
     print(
-        f"torch threads: {torch.get_num_threads()}, advertisers: {args.advertisers:,},"
-        f" as-of {as_of}"
+        f"device: {loaded.device}, torch threads: {torch.get_num_threads()},"
+        f" advertisers: {args.advertisers:,}, as-of {as_of}"
     )
     print(
         f"end to end (median of {args.repeats}): {median:,.0f} pairs/s"
@@ -246,7 +262,7 @@ def main() -> None:
     without_model = n / (phases["features"] + phases["store"])
     print(f"  rows -> features -> upsert without inference: {without_model:,.0f} pairs/s")
     print(
-        f"M2M forward: {flops / 1e6:.1f} MFLOP per pair; float32 matmul here:"
+        f"M2M forward: {flops / 1e6:.1f} MFLOP per pair; matmul here:"
         f" {peak / 1e9:.1f} GFLOP/s; inference ceiling {peak / flops:,.0f} pairs/s;"
         f" achieved {n * flops / phases['inference'] / peak:.0%} of the matmul rate"
     )

@@ -77,7 +77,7 @@ class TrainOptions:
     lr: float = 2e-3
     seed: int = 0
     device: str = "auto"
-    patience: int = 2
+    patience: int = 4
     l2: float = 1e-6
     start: date | None = None
     end: date | None = None
@@ -308,6 +308,7 @@ def _version_finish(
             TASKS,
         ),
         "best_epoch": result.best_epoch,
+        "device": result.device,
         "best_valid_loss": result.best_valid_loss,
         "history": result.history,
         "samples": {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
