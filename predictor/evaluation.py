@@ -162,7 +162,7 @@ def evaluate(
         hparams = {**hparams_for(kind, options.hparams), **ABLATIONS.get(name, {})}
         runs = []
         for seed in range(options.seed, options.seed + seeds):
-            config = replace(options.train_config(None), seed=seed)
+            config = replace(options.train_config(None, train["target"]), seed=seed)
             fitted = training.fit(
                 lambda k=kind, h=hparams: build_model(k, input_spec, **h), train, valid, config
             )

@@ -79,6 +79,7 @@ class TrainOptions:
     device: str = "auto"
     patience: int = 4
     l2: float = 1e-6
+    task_weighting: str = "deviance"  # lambda_t of eq. 19: training.task_weights_for
     start: date | None = None
     end: date | None = None
     window_days: int = 40
@@ -118,7 +119,10 @@ class TrainOptions:
             n_bins=self.n_bins,
         )
 
-    def train_config(self, checkpoint_path: Path | None) -> training.TrainConfig:
+    def train_config(
+        self, checkpoint_path: Path | None, train_target: torch.Tensor
+    ) -> training.TrainConfig:
+        """The training loop's settings; the task weights come from the training targets."""
         return training.TrainConfig(
             epochs=self.epochs,
             batch_size=self.batch_size,
@@ -127,6 +131,7 @@ class TrainOptions:
             device=self.device,
             patience=self.patience,
             l2=self.l2,
+            task_weights=training.task_weights_for(self.task_weighting, train_target),
             progress=self.progress,
             checkpoint_path=str(checkpoint_path) if checkpoint_path else None,
         )
@@ -252,12 +257,13 @@ def model_train(
     if version is not None and training_run is not None:
         TrainingRun.objects.filter(pk=training_run.pk).update(model_version=version)
     checkpoint = _checkpoint_path(kind=kind, options=options, training_run=training_run)
+    train = data.train.tensors(data.spec)
     try:
         result = training.fit(
             lambda: build_model(kind, input_spec, **options.hparams),
-            data.train.tensors(data.spec),
+            train,
             data.valid.tensors(data.spec),
-            options.train_config(checkpoint if options.resume else None),
+            options.train_config(checkpoint if options.resume else None, train["target"]),
             on_epoch=lambda epoch, history: report(
                 0.05 + 0.9 * epoch / options.epochs,
                 f"epoch {epoch}: valid loss {history[-1]['valid_loss']:.4f}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,10 @@ def test_it_closes_the_version_of_a_training_attempt_whose_worker_died(world):
     assert orphan.status == ModelVersion.Status.FAILED
     assert version.status == ModelVersion.Status.READY
     assert run.model_version == version
+
+
+def test_it_trains_with_the_task_weighting_it_records(version: ModelVersion):
+    equal = services.model_train(kind="m2m", options=replace(TINY, task_weighting="equal"))
+    assert version.hyperparameters["task_weighting"] == "deviance"
+    assert equal.hyperparameters["task_weighting"] == "equal"
+    assert equal.artifact_sha256 != version.artifact_sha256  # same seed, other lambdas

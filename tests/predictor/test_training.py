@@ -9,6 +9,7 @@ import textwrap
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,6 +108,33 @@ def test_it_stops_early_when_validation_stops_improving():
     assert result.stopped_early
     assert len(result.history) == 3
     assert result.best_epoch == 1
+
+
+def test_it_weighs_tasks_by_their_null_deviance():
+    # mean 1 per task; D0 = mean(y log y): task 0 (2 log 2) / 4, task 1 (4 log 4) / 4
+    target = torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 0.0], [1.0, 4.0]])
+    d0 = [float(torch.xlogy(target[:, t], target[:, t]).mean()) for t in (0, 1)]
+    assert d0 == pytest.approx([0.5 * np.log(2), np.log(4)])
+    weights = training.task_weights_for("deviance", target)
+    inverse = np.array([1 / d0[0], 1 / d0[1]])
+    assert weights == pytest.approx(tuple(inverse / inverse.mean()))
+    assert weights[0] == pytest.approx(4 * weights[1])  # four times less to explain
+
+
+def test_it_gives_a_constant_task_the_mean_weight_whatever_the_scale():
+    target = torch.tensor([[1.0, 0.0, 2.0], [1.0, 2.0, 0.0]])  # task 0 never varies
+    assert training.task_weights_for("deviance", 5 * target) == pytest.approx(
+        training.task_weights_for("deviance", target)
+    )  # the scale of a task's targets does not matter
+    weights = training.task_weights_for("deviance", target)
+    assert weights[0] == pytest.approx(1.0)
+    assert np.mean(weights) == pytest.approx(1.0)
+
+
+def test_it_leaves_tasks_unweighted_when_asked():
+    assert training.task_weights_for("equal", TRAIN["target"]) is None
+    with pytest.raises(ValueError, match="task weighting must be one of"):
+        training.task_weights_for("uncertainty", TRAIN["target"])
 
 
 def test_it_refuses_cuda_where_there_is_none():

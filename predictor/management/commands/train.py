@@ -29,6 +29,12 @@ def add_training_arguments(parser: CommandParser) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
+        "--task-weighting",
+        choices=training.TASK_WEIGHTINGS,
+        default=defaults.task_weighting,
+        help="lambda_t of eq. 19: by each task's null deviance, or all 1",
+    )
+    parser.add_argument(
         "--patience",
         type=int,
         default=defaults.patience,
@@ -72,6 +78,7 @@ def train_options(options: dict[str, Any], **overrides: Any) -> services.TrainOp
         "seed": options["seed"],
         "device": options["device"],
         "patience": options["patience"],
+        "task_weighting": options["task_weighting"],
         "start": options["start"],
         "end": options["end"],
         "window_days": options["window"],
