@@ -11,8 +11,9 @@ Choices the paper leaves open:
 - Early stopping: stop after `patience` epochs without a lower validation loss, 4 by default.
   M2M's validation loss is the noisiest of the models (its generated weights jump early on):
   with a patience of 2, one seed in three of the default world stopped at epoch 3 with its
-  best epoch the first, 0.64 NMAE against 0.58-0.61 for the others. With 4 the baselines end
-  where they did (within 0.005 NMAE) and M2M no longer stops on a blip (docs/evaluation.md).
+  best epoch the first, 0.64 NMAE against 0.61 and 0.59 for the other two. With 4 the
+  baselines end where they did (within 0.005 NMAE) and M2M no longer stops on a blip
+  (docs/evaluation.md).
 - A checkpoint is written after every epoch (model, optimizer, epoch, best weights, RNG
   state). Starting again with the same checkpoint path and a compatible setup resumes after the
   last finished epoch; shuffling is seeded per epoch, so a resumed CPU run ends where an
