@@ -6,10 +6,7 @@ two, since NCCL will not put two ranks on one device).
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import textwrap
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from predictor.models import ModelVersion
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_registry import TINY, world  # noqa: F401  (the fixture is used by name)
-from test_training import CONFIG, TRAIN, VALID, _build
+from test_training import CONFIG, TRAIN, VALID, _build, train_under_torchrun
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 ON_CUDA = replace(CONFIG, device="cuda")
@@ -63,26 +60,5 @@ def test_a_version_trained_on_cuda_scores_on_the_cpu(world):  # noqa: F811
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs a GPU per rank")
 def test_it_keeps_ranks_in_step_under_torchrun_with_nccl(tmp_path: Path):
-    script = tmp_path / "ddp.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import os, sys, torch
-            sys.path.insert(0, {str(Path(__file__).parent)!r})
-            from importlib import import_module
-            from dataclasses import replace
-            mod = import_module("test_training")
-            from predictor import training
-            config = replace(mod.CONFIG, device="cuda", epochs=2)
-            result = training.fit(mod._build, mod.TRAIN, mod.VALID, config)
-            out = {str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.pt"
-            torch.save({{k: v.cpu() for k, v in result.model.state_dict().items()}}, out)
-            training.dist_cleanup()
-            """
-        )
-    )
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(script)]
-    done = subprocess.run(command, env=dict(os.environ), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    rank0, rank1 = train_under_torchrun(tmp_path, "cuda")
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)

@@ -144,9 +144,11 @@ def test_it_refuses_cuda_where_there_is_none():
         training.resolve_device("cuda")
 
 
-@pytest.mark.slow
-def test_it_keeps_ranks_in_step_under_torchrun(tmp_path: Path):
-    """Two CPU processes (Gloo) train one DDP model; both end with the same weights."""
+def train_under_torchrun(tmp_path: Path, device: str) -> list[dict[str, torch.Tensor]]:
+    """Two torchrun ranks fit one DDP model on `device`; returns each rank's final weights.
+
+    Rank 0 also writes the checkpoint to tmp_path / "ddp.pt".
+    """
     script = tmp_path / "ddp.py"
     script.write_text(
         textwrap.dedent(
@@ -154,13 +156,15 @@ def test_it_keeps_ranks_in_step_under_torchrun(tmp_path: Path):
             import os, sys, torch
             sys.path.insert(0, {str(Path(__file__).parent)!r})
             from importlib import import_module
+            from dataclasses import replace
             mod = import_module("test_training")
             from predictor import training
-            from dataclasses import replace
-            config = replace(mod.CONFIG, epochs=2, checkpoint_path={str(tmp_path / "ddp.pt")!r})
+            config = replace(mod.CONFIG, device={device!r}, epochs=2,
+                             checkpoint_path={str(tmp_path / "ddp.pt")!r})
             result = training.fit(mod._build, mod.TRAIN, mod.VALID, config)
-            out = {str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.pt"
-            torch.save(result.model.state_dict(), out)
+            weights = {{k: v.cpu() for k, v in result.model.state_dict().items()}}
+            torch.save(weights, {str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.pt")
+            training.dist_cleanup()
             """
         )
     )
@@ -168,6 +172,12 @@ def test_it_keeps_ranks_in_step_under_torchrun(tmp_path: Path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(script)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    return [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+
+
+@pytest.mark.slow
+def test_it_keeps_ranks_in_step_under_torchrun(tmp_path: Path):
+    """Two CPU processes (Gloo) train one DDP model; both end with the same weights."""
+    rank0, rank1 = train_under_torchrun(tmp_path, "cpu")
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     assert (tmp_path / "ddp.pt").exists()  # rank 0 wrote the checkpoint
