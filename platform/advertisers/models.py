@@ -82,7 +82,7 @@ class DailyStat(models.Model):
     """
 
     # No single-column FK indexes: dailystat_unique_day leads with advertiser, and
-    # dailystat_date_scenario serves date-range reads; fewer indexes keep ingestion fast.
+    # dailystat_date serves date-range reads; fewer indexes keep ingestion fast.
     advertiser = models.ForeignKey(
         Advertiser, on_delete=models.CASCADE, related_name="daily_stats", db_index=False
     )
@@ -130,8 +130,10 @@ class DailyStat(models.Model):
                 name="dailystat_non_negative",
             ),
         ]
-        # "All rows in a date range" (feature building, metrics, settlement).
-        indexes = [models.Index(fields=["date", "scenario"], name="dailystat_date_scenario")]
+        # "All rows in a date range" (feature building, metrics, settlement). Date alone: with
+        # few distinct dates the btree deduplicates to a fraction of a (date, scenario) index and
+        # builds in about half the time after a bulk load; a scenario is a filter on the range.
+        indexes = [models.Index(fields=["date"], name="dailystat_date")]
 
     def __str__(self) -> str:
         return f"{self.advertiser_id}/{self.scenario_id}/{self.date}"
