@@ -8,6 +8,11 @@ the best baseline of every column, (best baseline - M2M) / best baseline, as the
 "Overall" is the mean of a metric over the scenario x task cells (every cell weighs the same,
 so a minor scenario counts as much as a major one). Nothing is written to the model registry:
 evaluation models live in memory only.
+
+On a simulated world, `oracle_world` (the world.npz of the `simulate` run whose files were
+ingested) adds the error floor of `predictor.oracle`: two rows scored from the latent state
+(mean and median of the simulated futures) and, per column, the headroom (best baseline -
+best oracle row) / best baseline: the most any model could gain on the best baseline there.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from predictor import training
+from predictor import oracle, training
 from predictor.metrics import metric_table
 from predictor.models import TASKS
 from predictor.networks import MODEL_KINDS, build_model
@@ -46,7 +51,10 @@ LABELS = {
     "m2m_no_tower": "M2M w/o MT",
     "m2m_no_attention": "M2M w/o MA",
     "m2m_no_transformer": "M2M w/o TL",
+    "oracle_mean": "Oracle: mean of futures",
+    "oracle_median": "Oracle: median of futures",
 }
+ORACLES = ("oracle_mean", "oracle_median")
 OVERALL = "overall"
 
 
@@ -120,6 +128,27 @@ def _improvement(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]
     return out
 
 
+def _headroom(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """(best baseline - best oracle row) / best baseline per column and metric."""
+    baselines = [k for k in BASELINES if k in results]
+    oracles = [k for k in ORACLES if k in results]
+    if not baselines or not oracles:
+        return {}
+    out: dict[str, dict[str, float | None]] = {}
+    for column in results[oracles[0]]["summary"]:
+        out[column] = {}
+        for m in METRICS:
+
+            def best(names: list[str], column: str = column, m: str = m) -> float:
+                means = [_nan(results[k]["summary"][column][m]["mean"]) for k in names]
+                return min((v for v in means if np.isfinite(v)), default=np.nan)
+
+            baseline, floor = best(baselines), best(oracles)
+            rel = (baseline - floor) / baseline if baseline > 0 else np.nan
+            out[column][m] = _json_float(rel)
+    return out
+
+
 def hparams_for(kind: str, hparams: dict[str, Any]) -> dict[str, Any]:
     """The hyperparameters of one model kind: `hparams` is either {kind: {...}} per kind, or
     one flat dict shared by all, of which each model takes the keys its config has (d_input is
@@ -137,10 +166,13 @@ def evaluate(
     ablations: bool = False,
     options: TrainOptions | None = None,
     on_progress: Callable[[str], None] | None = None,
+    oracle_world: str | Path | None = None,
+    oracle_replicas: int = oracle.DEFAULT_REPLICAS,
 ) -> dict[str, Any]:
     """Train and score every model x seed on one split; return the report (JSON-serialisable).
 
-    `options` sets the data window, epochs, batch size, device, ... for every run.
+    `options` sets the data window, epochs, batch size, device, ... for every run;
+    `oracle_world` adds the simulated world's error floor (module docstring).
     """
     options = options or TrainOptions()
     names = list(models) + (list(ABLATIONS) if ablations else [])
@@ -150,6 +182,7 @@ def evaluate(
     if seeds < 1:
         raise ValueError(f"seeds={seeds} must be at least 1.")
     say = on_progress or (lambda message: None)
+    world = oracle.world_load(oracle_world) if oracle_world is not None else None
     data = options.dataset()
     say(f"samples: train {len(data.train)}, valid {len(data.valid)}, test {len(data.test)}")
     input_spec = data.spec.input_spec()
@@ -164,7 +197,11 @@ def evaluate(
         for seed in range(options.seed, options.seed + seeds):
             config = replace(options.train_config(None, train["target"]), seed=seed)
             fitted = training.fit(
-                lambda k=kind, h=hparams: build_model(k, input_spec, **h), train, valid, config
+                lambda k=kind, h=hparams: build_model(k, input_spec, **h),
+                train,
+                valid,
+                config,
+                valid_groups=data.valid.scenario_pks,
             )
             rates = training.predict_rates(fitted.model, test, device=fitted.device)
             metrics = metrics_compute(
@@ -177,17 +214,30 @@ def evaluate(
                 f" SMAPE {fmt(metrics[OVERALL]['smape'])}"
             )
         results[name] = {"runs": runs, "summary": _summarise(runs)}
+    if world is not None:
+        floor = oracle.oracle_predict(
+            world, data.test, horizon_days=data.spec.horizon_days, replicas=oracle_replicas
+        )
+        for name, predicted in zip(ORACLES, (floor.mean, floor.median), strict=True):
+            metrics = metrics_compute(
+                predicted=predicted, actual=data.test.targets, scenarios=test_codes
+            )
+            results[name] = {"runs": [metrics], "summary": _summarise([metrics])}
+            say(f"{name}: overall NMAE {fmt(metrics[OVERALL]['nmae'])}")
     return {
         "settings": {
             **options.to_json(),
             "seeds": seeds,
             "split": data.split.to_dict(),
             "samples": {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
+            "oracle_world": None if oracle_world is None else str(oracle_world),
+            "oracle_replicas": oracle_replicas if oracle_world is not None else None,
         },
         "scenarios": sorted({c for c in test_codes.tolist()}),
         "tasks": list(TASKS),
         "results": results,
         "improvement": _improvement(results),
+        "headroom": _headroom(results),
     }
 
 
@@ -205,9 +255,14 @@ def _gain(improvement: dict[str, Any], column: str, metric: str) -> str:
     return f"{100 * value['relative']:+.1f}%"
 
 
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """Table 4 layout: one table per task (scenarios as column pairs), then the overall table."""
     results, improvement = report["results"], report["improvement"]
+    headroom = report.get("headroom") or {}
     scenarios, settings = report["scenarios"], report["settings"]
     lines = [
         "# M2M against the baselines",
@@ -232,6 +287,9 @@ def report_markdown(report: dict[str, Any]) -> str:
         if improvement:
             gains = [_gain(improvement, c, m) for c in columns for m in METRICS]
             lines.append("| M2M vs best baseline | " + " | ".join(gains) + " |")
+        if headroom:
+            room = [_share(headroom.get(c, {}).get(m)) for c in columns for m in METRICS]
+            lines.append("| Headroom over best baseline | " + " | ".join(room) + " |")
         lines.append("")
     lines += [
         "## Overall (mean over scenario x task cells)",
@@ -250,6 +308,19 @@ def report_markdown(report: dict[str, Any]) -> str:
             f"| M2M vs best baseline | {_gain(improvement, OVERALL, 'nmae')}"
             f" | {_gain(improvement, OVERALL, 'smape')} |"
         )
+    if headroom:
+        overall = headroom[OVERALL]
+        lines.append(
+            f"| Headroom over best baseline | {_share(overall['nmae'])}"
+            f" | {_share(overall['smape'])} |"
+        )
+        lines += [
+            "",
+            "Oracle rows: predictions from the simulator's latent state on each as-of date"
+            f" ({report['settings']['oracle_replicas']} simulated futures per sample), the floor"
+            " of any model's error. Headroom: (best baseline - best oracle row) / best baseline,"
+            " the most any model could gain on the best baseline.",
+        ]
     return "\n".join(lines) + "\n"
 
 

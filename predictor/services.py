@@ -78,6 +78,7 @@ class TrainOptions:
     seed: int = 0
     device: str = "auto"
     patience: int = 4
+    select_by: str = "nmae"  # early stopping on the validation NMAE or "loss"
     l2: float = 1e-6
     task_weighting: str = "deviance"  # lambda_t of eq. 19: training.task_weights_for
     start: date | None = None
@@ -130,6 +131,7 @@ class TrainOptions:
             seed=self.seed,
             device=self.device,
             patience=self.patience,
+            select_by=self.select_by,
             l2=self.l2,
             task_weights=training.task_weights_for(self.task_weighting, train_target),
             progress=self.progress,
@@ -266,9 +268,11 @@ def model_train(
             options.train_config(checkpoint if options.resume else None, train["target"]),
             on_epoch=lambda epoch, history: report(
                 0.05 + 0.9 * epoch / options.epochs,
-                f"epoch {epoch}: valid loss {history[-1]['valid_loss']:.4f}",
+                f"epoch {epoch}: valid loss {history[-1]['valid_loss']:.4f},"
+                f" valid NMAE {history[-1]['valid_nmae']:.4f}",
             ),
             fingerprint_extra=[kind, options.hparams, data.split.to_dict()],
+            valid_groups=data.valid.scenario_pks,
         )
         if version is None:  # a torchrun rank other than 0
             return None
@@ -299,11 +303,11 @@ def _version_finish(
     *, version: ModelVersion, result: training.TrainResult, data: features.Dataset
 ) -> None:
     """Score the test split, write the artifact and mark the version ready."""
-    if not np.isfinite(result.best_valid_loss):
+    if not np.isfinite(result.best_valid_score):
         last = result.history[-1]["valid_loss"] if result.history else "no epoch"
         raise RuntimeError(
-            f"training {version.kind} diverged: the validation loss is not finite ({last});"
-            " lower --lr or check the data."
+            f"training {version.kind} diverged: no epoch has a finite validation score (last"
+            f" validation loss {last}); lower --lr or check the data."
         )
     rates = training.predict_rates(result.model, data.test.tensors(data.spec), device=result.device)
     version.metrics = {
@@ -315,7 +319,8 @@ def _version_finish(
         ),
         "best_epoch": result.best_epoch,
         "device": result.device,
-        "best_valid_loss": result.best_valid_loss,
+        "selected_by": version.hyperparameters.get("select_by", "nmae"),
+        "best_valid_score": result.best_valid_score,
         "history": result.history,
         "samples": {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
     }

@@ -5,11 +5,13 @@ and runs a day-by-day latent process over every (advertiser, scenario) pair at o
 vectorised; the only Python loop is over days). `World.write(dir)` writes scenarios.csv,
 advertisers.csv and daily_stats.csv; `World.save(path)` / `World.load(path)` keep the whole
 latent state in one .npz so that `World.advance(days=..., incentives=[...])` continues the same
-process later and shows how advertisers react to incentive tasks. Each simulated day draws
-from its own stream `SeedSequence(seed, spawn_key=(stream, day))`, so a seed always gives the
-same files (with the same numpy version), and a saved and loaded world continues exactly as one
-kept in memory. 10,000 advertisers x 180 days (1.3 million rows) simulate and write in about
-5 seconds on two cores.
+process later and shows how advertisers react to incentive tasks. `simulate(..., through=day)`
+stops the same world on an earlier day, and `World.futures(days=..., replicas=R)` draws R other
+continuations from its state: the spread no model can foresee (`predictor.oracle`). Each
+simulated day draws from its own stream `SeedSequence(seed, spawn_key=(stream, day))`, so a
+seed always gives the same files (with the same numpy version), and a saved and loaded world
+continues exactly as one kept in memory. 10,000 advertisers x 180 days (1.3 million rows)
+simulate and write in about 5 seconds on two cores.
 
 World at a glance
 -----------------
@@ -235,6 +237,7 @@ RESPONSE_EFFORT_RANGE = (0.8, 1.3)
 ACTIVE_DAY_COST_SHARE, LOGIN_DAY_COST = 0.5, 1.0
 
 STREAM_INIT, STREAM_LATENT, STREAM_COUNTS, STREAM_INCENTIVE = 0, 1, 2, 3
+FUTURE_COUNTERS = ("impressions", "clicks", "expenditure", "gmv", "active_days")
 DAY_KEY_OFFSET = 1_000_000  # spawn keys must be non-negative; burn-in days are negative
 
 # daily_stats.csv as written; money is decimal with 2 places (cents exactly).
@@ -346,8 +349,10 @@ class _Latent:
     task_login_floor: np.ndarray  # float32 [A, K]
 
 
-def _stream(seed: int, stream: int, day: int) -> np.random.Generator:
-    seq = np.random.SeedSequence(entropy=seed, spawn_key=(stream, day + DAY_KEY_OFFSET))
+def _stream(seed: int, stream: int, day: int, replica: int | None = None) -> np.random.Generator:
+    """The draws of one day; a replica (see `World.futures`) gets streams of its own."""
+    key = (stream, day + DAY_KEY_OFFSET) + (() if replica is None else (replica,))
+    seq = np.random.SeedSequence(entropy=seed, spawn_key=key)
     return np.random.Generator(np.random.PCG64(seq))
 
 
@@ -398,6 +403,7 @@ class World:
         self._pool_loading = _by_kind(KIND_POOL_LOADING, kinds)
         self._ids = _advertiser_ids(len(latent.mu))
         self._codes = pa.array([s.code for s in self.specs], pa.string())
+        self._replica: int | None = None  # set while `futures` runs an alternative future
 
     # ---------------------------------------------------------------- public surface
     @property
@@ -561,6 +567,52 @@ class World:
         p = np.where(lat.alive[:, None], p_alive, p_dormant) * adopted * registered
         return p.astype(np.float32)
 
+    def futures(self, *, days: int, replicas: int, own_path: bool = False) -> dict[str, np.ndarray]:
+        """`replicas` other continuations of the next `days` days from the current state, each
+        with draws of its own, leaving the world where it was.
+
+        Returns, per counter of FUTURE_COUNTERS, the sums over the days [replicas, A, K] (money
+        in currency units; active_days counts days with expenditure); with `own_path`, the
+        world's own continuation (what `advance` would write, without tasks) comes first as an
+        extra slice. The spread of the replicas is what no model can foresee; their mean and
+        median per pair are the best predictions the full latent state allows.
+        """
+        if not isinstance(days, int) or days < 1:
+            raise SimulationError(f"futures: days must be a positive integer, got {days!r}.")
+        if not isinstance(replicas, int) or replicas < 1:
+            raise SimulationError(
+                f"futures: replicas must be a positive integer, got {replicas!r}."
+            )
+        keys: list[int | None] = [None] * own_path + list(range(replicas))
+        start_latent, start_day = self.latent, self.next_day
+        n, k = start_latent.idio.shape
+        sums = {name: np.zeros((len(keys), n, k), dtype=np.float32) for name in FUTURE_COUNTERS}
+        try:
+            for slot, replica in enumerate(keys):
+                self.latent, self.next_day, self._replica = (
+                    _copied(start_latent),
+                    start_day,
+                    replica,
+                )
+                for day in range(start_day, start_day + days):
+                    self._add_day(sums, slot, self._emit(day, self._latent_step(day)))
+        finally:
+            self.latent, self.next_day, self._replica = start_latent, start_day, None
+        return sums
+
+    def _add_day(self, sums: dict[str, np.ndarray], slot: int, rows: dict[str, np.ndarray]) -> None:
+        n, k = self.latent.idio.shape
+        cell = rows["advertiser"].astype(np.int64) * k + rows["scenario"]  # flat [A * K] index
+        values = {
+            "impressions": rows["impressions"],
+            "clicks": rows["clicks"],
+            "expenditure": rows["expenditure_cents"] / 100.0,
+            "gmv": rows["gmv_cents"] / 100.0,
+            "active_days": rows["expenditure_cents"] > 0,
+        }
+        for name, v in values.items():
+            sums[name][slot] += np.bincount(cell, weights=v, minlength=n * k).reshape(n, k)
+
     # ---------------------------------------------------------------- the process
     def _activity_probability(
         self, engagement: np.ndarray, day: int, weekly: np.ndarray | float
@@ -583,7 +635,7 @@ class World:
         """
         lat = self.latent
         n, k = lat.idio.shape
-        rng = _stream(self.seed, STREAM_LATENT, day)
+        rng = _stream(self.seed, STREAM_LATENT, day, self._replica)
         eps = rng.standard_normal(n, dtype=np.float32)
         u_churn = rng.random(n, dtype=np.float32)
         u_return = rng.random(n, dtype=np.float32)
@@ -628,7 +680,7 @@ class World:
 
         ai, ki = np.nonzero(live)
         on = active[ai, ki]
-        rng = _stream(self.seed, STREAM_COUNTS, day)
+        rng = _stream(self.seed, STREAM_COUNTS, day, self._replica)
         perf = self._performance(rng, ai[on], ki[on], lagged, weekly, in_task, day)
         behaviour = self._behaviour(rng, ai, ki, on, now, weekday, in_task)
 
@@ -811,7 +863,7 @@ class World:
 
     def _parse_tasks(self, incentives: list[Incentive], first: int) -> _Tasks:
         """Check the tasks and turn them into arrays; errors name the bad values."""
-        ai = self._advertiser_index([i.advertiser_id for i in incentives])
+        ai = self.advertiser_index([i.advertiser_id for i in incentives], what="incentives")
         codes = {c: i for i, c in enumerate(self.scenario_codes)}
         unknown = sorted({i.scenario for i in incentives if i.scenario not in (None, *codes)})
         if unknown:
@@ -835,14 +887,15 @@ class World:
         cpc = self._avg_cpc[ki] * self.latent.cpc_mult[ai, ki]
         return _Tasks(ai=ai, ki=ki, kind=kind, target=target, reward=reward, valid=valid, cpc=cpc)
 
-    def _advertiser_index(self, advertiser_ids: list[str]) -> np.ndarray:
+    def advertiser_index(self, advertiser_ids: Sequence[str], *, what: str) -> np.ndarray:
+        """The row of each advertiser_id in the latent arrays; `what` names the caller's input."""
         ids = np.array(advertiser_ids, dtype=str)
         known = self._ids.to_numpy(zero_copy_only=False).astype(str)
         index = np.minimum(np.searchsorted(known, ids), len(known) - 1)
         bad = known[index] != ids
         if bad.any():
             raise SimulationError(
-                f"incentives: unknown advertiser_id {ids[bad][:5].tolist()}; use ids from "
+                f"{what}: unknown advertiser_id {ids[bad][:5].tolist()}; use ids from "
                 "advertisers.csv of this world."
             )
         return index
@@ -881,11 +934,25 @@ class _Tasks:
         return len(self.ai)
 
 
-def simulate(*, advertisers: int, days: int, seed: int, end_date: date | None = None) -> World:
-    """Build a world of `advertisers` and simulate `days` days ending on `end_date`."""
+def simulate(
+    *,
+    advertisers: int,
+    days: int,
+    seed: int,
+    end_date: date | None = None,
+    through: date | None = None,
+) -> World:
+    """Build a world of `advertisers` and simulate `days` days ending on `end_date`.
+
+    With `through`, the same world stops after that day: its rows are the full run's up to
+    then, and `advance` or `futures` continue from the state it had on that day.
+    """
     _check_args(advertisers=advertisers, days=days, seed=seed)
     end = end_date or DEFAULT_END_DATE
     start = end - timedelta(days=days - 1)
+    stop = days if through is None else (through - start).days + 1
+    if not 1 <= stop <= days:
+        raise SimulationError(f"through={through} is outside the simulated days {start}..{end}.")
     world = World(
         seed=seed,
         start_date=start,
@@ -898,7 +965,7 @@ def simulate(*, advertisers: int, days: int, seed: int, end_date: date | None = 
     for day in range(-BURN_IN_DAYS, 0):  # latent only: nothing is written before the start
         world._latent_step(day)
     world.next_day = 0
-    world.daily_stats = world._run(0, days)
+    world.daily_stats = world._run(0, stop)
     return world
 
 
@@ -989,6 +1056,10 @@ def _adoption(world: World, launch: np.ndarray, seed: int) -> np.ndarray:
     delay = rng.exponential(np.where(is_new, NEW_ADOPT_DELAY_DAYS, ADOPT_DELAY_DAYS), (n, k))
     start = np.maximum(lat.registered_day[:, None], launch[None, :])
     return np.where(adopts, start + np.ceil(delay), NEVER).astype(np.int32)
+
+
+def _copied(latent: _Latent) -> _Latent:
+    return _Latent(**{f.name: getattr(latent, f.name).copy() for f in fields(_Latent)})
 
 
 def _advertiser_ids(n: int) -> pa.Array:

@@ -222,6 +222,53 @@ def test_it_continues_a_saved_world_exactly_as_one_kept_in_memory(saved):
     assert pc.min(a["date"]).as_py() == END + timedelta(days=1)
 
 
+def test_it_stops_through_a_date_on_the_full_runs_path(world):
+    through = END - timedelta(days=10)
+    stopped = simulate(advertisers=ADVERTISERS, days=DAYS, seed=SEED, through=through)
+    assert stopped.end_date == through
+    full = world.daily_stats
+    before = full.filter(pc.less_equal(full["date"], pa.scalar(through)))
+    assert stopped.daily_stats.equals(before)
+    after = stopped.advance(days=10).daily_stats
+    assert after.num_rows > 0
+    assert after.equals(full.filter(pc.greater(full["date"], pa.scalar(through))))
+
+
+def test_it_refuses_to_stop_outside_the_simulated_days():
+    with pytest.raises(SimulationError, match="through=2026-11-01 is outside"):
+        simulate(advertisers=10, days=20, seed=1, through=END + timedelta(days=1))
+
+
+def futures_world() -> World:
+    return simulate(advertisers=ADVERTISERS, days=DAYS, seed=SEED, through=END - timedelta(days=7))
+
+
+def test_it_draws_futures_that_differ_by_replica_and_repeat_for_a_state():
+    first = futures_world().futures(days=7, replicas=3)
+    again = futures_world().futures(days=7, replicas=3)
+    clicks = first["clicks"]
+    assert clicks.shape == (3, ADVERTISERS, 5)
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert not np.array_equal(clicks[0], clicks[1])
+    assert (first["active_days"] <= 7).all() and (first["active_days"] >= 0).all()
+    # an active day always has a click, and a click always costs money
+    assert (clicks >= first["active_days"]).all()
+    assert ((first["expenditure"] > 0) == (first["active_days"] > 0)).all()
+
+
+def test_it_leaves_the_world_where_it_was_after_drawing_futures(world):
+    drawn = futures_world()
+    sums = drawn.futures(days=7, replicas=2, own_path=True)
+    after = drawn.advance(days=7).daily_stats
+    assert after.equals(futures_world().advance(days=7).daily_stats)
+    # the own path comes first and is the continuation `advance` writes
+    clicks = after.group_by(["advertiser_id", "scenario"]).aggregate([("clicks", "sum")])
+    a = drawn.advertiser_index(clicks["advertiser_id"].to_pylist(), what="test")
+    k = np.array([drawn.scenario_codes.index(c) for c in clicks["scenario"].to_pylist()])
+    assert np.array_equal(sums["clicks"][0][a, k], clicks["clicks_sum"].to_numpy())
+    assert sums["clicks"][0].sum() == clicks["clicks_sum"].to_numpy().sum()
+
+
 def test_it_refuses_to_load_a_file_that_is_not_a_saved_world(tmp_path):
     bogus = tmp_path / "world.npz"
     np.savez(bogus, something=np.zeros(3))

@@ -110,6 +110,55 @@ def test_it_stops_early_when_validation_stops_improving():
     assert result.best_epoch == 1
 
 
+def test_it_keeps_the_epoch_with_the_lowest_validation_nmae():
+    groups = np.arange(len(VALID["target"])) % 3  # three "scenarios"
+    config = replace(CONFIG, epochs=4)
+    result = training.fit(_build, TRAIN, VALID, config, valid_groups=groups)
+    nmae = [h["valid_nmae"] for h in result.history]
+    assert result.best_epoch == int(np.argmin(nmae)) + 1
+    kept = training.validation_scores(
+        result.model, VALID, device=torch.device("cpu"), batch_size=64, weights=None, groups=groups
+    )
+    assert kept["nmae"] == pytest.approx(min(nmae), rel=1e-5)
+
+
+def test_it_keeps_the_epoch_with_the_lowest_validation_loss_when_asked():
+    result = training.fit(_build, TRAIN, VALID, replace(CONFIG, epochs=4, select_by="loss"))
+    losses = [h["valid_loss"] for h in result.history]
+    assert result.best_epoch == int(np.argmin(losses)) + 1
+    assert result.best_valid_score == min(losses)
+
+
+def test_it_refuses_an_unknown_selection_score():
+    with pytest.raises(ValueError, match="select_by must be one of"):
+        training.fit(_build, TRAIN, VALID, replace(CONFIG, select_by="accuracy"))
+
+
+class _Constant(torch.nn.Module):
+    def __init__(self, rates: list[float]) -> None:
+        super().__init__()
+        self.rates = torch.tensor(rates)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.rates.expand(len(batch["target"]), -1)
+
+
+def test_it_scores_the_validation_nmae_as_the_mean_over_scenario_and_task_cells():
+    # targets [4 samples, 2 tasks]; scenario a: rows 0-1, b: rows 2-3; prediction 1 everywhere
+    target = torch.tensor([[1.0, 0.0], [3.0, 2.0], [2.0, 2.0], [0.0, 6.0]])
+    groups = np.array(["a", "a", "b", "b"])
+    scores = training.validation_scores(
+        _Constant([1.0, 1.0]),
+        {"target": target},
+        device=torch.device("cpu"),
+        batch_size=3,
+        weights=None,
+        groups=groups,
+    )
+    cells = [(0 + 2) / 4, (1 + 1) / 2, (1 + 1) / 2, (1 + 5) / 8]  # sum|y_hat - y| / sum y
+    assert scores["nmae"] == pytest.approx(np.mean(cells))
+
+
 def test_it_weighs_tasks_by_their_null_deviance():
     # mean 1 per task; D0 = mean(y log y): task 0 (2 log 2) / 4, task 1 (4 log 4) / 4
     target = torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 0.0], [1.0, 4.0]])

@@ -3,6 +3,8 @@
 Trains every model for every seed on one time split and writes results.md and results.json
 (Table 4 layout: NMAE and SMAPE per scenario x task and overall, mean ± std over seeds, and
 M2M's relative improvement over the best baseline). Nothing is added to the model registry.
+On a simulated world, `--oracle-world DIR/world.npz` adds the error floor any model faces
+(`predictor.oracle`) and the headroom over the best baseline.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from predictor import evaluation
+from predictor import evaluation, oracle
 from predictor.features import FeatureError
 from predictor.management.commands.train import add_training_arguments, train_options
 from predictor.networks import MODEL_KINDS
@@ -32,6 +34,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--out", type=Path, required=True, help="folder for results.md and results.json"
         )
+        parser.add_argument(
+            "--oracle-world",
+            type=Path,
+            help="world.npz of the `simulate` run whose files were ingested: adds the oracle"
+            " rows (the error floor) and the headroom over the best baseline",
+        )
+        parser.add_argument(
+            "--oracle-replicas",
+            type=int,
+            default=oracle.DEFAULT_REPLICAS,
+            help="simulated futures per sample for the oracle rows",
+        )
         add_training_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -43,6 +57,8 @@ class Command(BaseCommand):
                 ablations=options["ablations"],
                 options=train_options(options, resume=False),
                 on_progress=self.stdout.write,
+                oracle_world=options["oracle_world"],
+                oracle_replicas=options["oracle_replicas"],
             )
         except (FeatureError, ValueError, RuntimeError) as exc:
             raise CommandError(str(exc)) from exc

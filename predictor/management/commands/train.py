@@ -38,7 +38,14 @@ def add_training_arguments(parser: CommandParser) -> None:
         "--patience",
         type=int,
         default=defaults.patience,
-        help="epochs without a better validation loss before stopping",
+        help="epochs without a better validation score before stopping",
+    )
+    parser.add_argument(
+        "--select-by",
+        choices=training.SELECTIONS,
+        default=defaults.select_by,
+        help="the validation score for early stopping and the kept epoch: overall NMAE"
+        " (eq. 22) or the Poisson loss",
     )
     parser.add_argument(
         "--start",
@@ -78,6 +85,7 @@ def train_options(options: dict[str, Any], **overrides: Any) -> services.TrainOp
         "seed": options["seed"],
         "device": options["device"],
         "patience": options["patience"],
+        "select_by": options["select_by"],
         "task_weighting": options["task_weighting"],
         "start": options["start"],
         "end": options["end"],
