@@ -128,6 +128,13 @@ def _improvement(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]
     return out
 
 
+def _best_mean(results: dict[str, Any], names: list[str], column: str, metric: str) -> float:
+    """The lowest finite mean of `metric` in `column` among `names` (NaN if none)."""
+    cells = (results[k]["summary"].get(column, {}).get(metric, {}) for k in names)
+    means = [_nan(cell.get("mean")) for cell in cells]
+    return min((v for v in means if np.isfinite(v)), default=np.nan)
+
+
 def _headroom(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     """(best baseline - best oracle row) / best baseline per column and metric."""
     baselines = [k for k in BASELINES if k in results]
@@ -138,14 +145,9 @@ def _headroom(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     for column in results[oracles[0]]["summary"]:
         out[column] = {}
         for m in METRICS:
-
-            def best(names: list[str], column: str = column, m: str = m) -> float:
-                means = [_nan(results[k]["summary"][column][m]["mean"]) for k in names]
-                return min((v for v in means if np.isfinite(v)), default=np.nan)
-
-            baseline, floor = best(baselines), best(oracles)
-            rel = (baseline - floor) / baseline if baseline > 0 else np.nan
-            out[column][m] = _json_float(rel)
+            baseline = _best_mean(results, baselines, column, m)
+            floor = _best_mean(results, oracles, column, m)
+            out[column][m] = _json_float((baseline - floor) / baseline if baseline > 0 else np.nan)
     return out
 
 

@@ -23,6 +23,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
+from django.db.models import Model
 
 from advertisers.models import Advertiser, Scenario
 from advertisers.simulator import SimulationError, World, simulate
@@ -77,16 +78,24 @@ def oracle_predict(
 
 def _world_rows(world: World, samples: SampleSet) -> tuple[np.ndarray, np.ndarray]:
     """The latent-array rows (advertiser, scenario) of every sample."""
-    codes = dict(Advertiser.objects.values_list("pk", "advertiser_id"))
-    advertiser_ids = [codes[pk] for pk in samples.advertiser_pks.tolist()]
-    a = world.advertiser_index(advertiser_ids, what="oracle")
-    scenario_codes = dict(Scenario.objects.values_list("pk", "code"))
-    known = {code: k for k, code in enumerate(world.scenario_codes)}
-    unknown = sorted({scenario_codes[pk] for pk in set(samples.scenario_pks.tolist())} - set(known))
+    pks, ids = _column_pair(Advertiser, "advertiser_id")
+    a = world.advertiser_index(ids[np.searchsorted(pks, samples.advertiser_pks)], what="oracle")
+    pks, codes = _column_pair(Scenario, "code")
+    unknown = sorted(set(codes[np.isin(pks, samples.scenario_pks)]) - set(world.scenario_codes))
     if unknown:
-        raise OracleError(f"oracle: scenarios {unknown} are not in the world's {list(known)}.")
-    s = np.array([known[scenario_codes[pk]] for pk in samples.scenario_pks.tolist()])
-    return a, s
+        raise OracleError(
+            f"oracle: scenarios {unknown} are not in the world's {world.scenario_codes}."
+        )
+    in_world = np.array(
+        [world.scenario_codes.index(c) if c in world.scenario_codes else -1 for c in codes]
+    )
+    return a, in_world[np.searchsorted(pks, samples.scenario_pks)]
+
+
+def _column_pair(model: type[Model], field: str) -> tuple[np.ndarray, np.ndarray]:
+    """(pk, field) of every row of `model`, ordered by pk, as two arrays."""
+    rows = list(model.objects.order_by("pk").values_list("pk", field))
+    return np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=str)
 
 
 def _world_through(saved: World, as_of: date, horizon_days: int) -> World:
