@@ -103,7 +103,8 @@ def _world_through(saved: World, as_of: date, horizon_days: int) -> World:
     if as_of + timedelta(days=horizon_days) > saved.first_end_date:
         raise OracleError(
             f"oracle: as-of {as_of} + {horizon_days} days passes the simulated period, which"
-            f" ends on {saved.first_end_date}; later days depend on the tasks handed out."
+            f" ends on {saved.first_end_date} (later days depend on the tasks handed out);"
+            f" evaluate with --end {saved.first_end_date}."
         )
     days = (saved.first_end_date - saved.start_date).days + 1
     return simulate(

@@ -80,3 +80,12 @@ def test_the_command_names_a_world_file_that_is_not_one(world: Path, tmp_path: P
             *("--models", "single_task", "--seeds", "1", "--epochs", "1", *SMALL_RUN),
             *("--no-progress", "--oracle-world", str(bogus), "--out", str(tmp_path / "e")),
         )
+
+
+def test_it_refuses_days_after_the_simulated_period(world: Path):
+    saved = world_load(world)
+    advanced = saved.advance(days=7, out_path=world.parent / "week.csv")
+    ingest_files(stats=advanced.path)
+    test = dataset_build(window_days=14, n_bins=8).test
+    with pytest.raises(OracleError, match=f"evaluate with --end {saved.first_end_date}"):
+        oracle_predict(world_load(world), test, horizon_days=7, replicas=2)
