@@ -24,18 +24,20 @@ stored. Daily stats use one of two strategies:
   BULK_MAX_TABLE_RATIO times as many: a first load, a backfill, a full reload): the table's
   indexes and foreign keys are dropped, rows are COPYed straight in, the rows they replace are
   deleted with one join, the keys and indexes are rebuilt from their saved definitions, the
-  table is analysed and the foreign keys are added back (each checked by one join). Per-row
-  index upkeep and per-row foreign-key triggers make the staging path cost ten times a plain
-  COPY or more; a rebuild is one sort per index. The table is locked (ACCESS EXCLUSIVE)
-  meanwhile, and it is the same transaction, so a failure restores the table as it was.
-  Replaced rows get new ids. Into an empty table the rows are COPYed frozen
-  (`_bulk_copy_options`).
+  table is analysed and the foreign keys are added back: NOT VALID for the advertiser and the
+  scenario, whose every used key was checked under lock (`_referenced_keys_check`), any other
+  checked by one join. Per-row index upkeep and per-row foreign-key triggers make the staging
+  path cost ten times a plain COPY or more; a rebuild is one sort per index. The table is
+  locked (ACCESS EXCLUSIVE) meanwhile, and it is the same transaction, so a failure restores
+  the table as it was. Replaced rows get new ids. Into an empty table the rows are COPYed
+  frozen (`_bulk_copy_options`).
 
 On PostgreSQL the COPY data is binary (`BinaryRows`: the server does not parse text) and is
 sent by a worker thread, so the server loads one block while this process reads, checks and
 encodes the next.
 
-Scenario statistics are refreshed in the same transaction (`scenario_stats_refresh`).
+Scenario statistics are refreshed in the same transaction (`scenario_stats_refresh`); after a
+bulk load into an empty table, from the figures gathered while the rows streamed (`_LoadedRows`).
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 
@@ -64,7 +67,7 @@ from psycopg.copy import QueuedLibpqWriter
 from tqdm import tqdm
 
 from advertisers.models import Advertiser, DailyStat, Scenario
-from advertisers.services import scenario_stats_refresh
+from advertisers.services import STATS_WINDOW_DAYS, WindowActivity, scenario_stats_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -810,6 +813,7 @@ def _advertisers_upsert(table: pa.Table, stored: CodeMap) -> TableCounts:
 # --- Loading daily stats -------------------------------------------------------------------------
 
 STAT_KEY = ("advertiser_id", "scenario_id", "date")
+UNIX_EPOCH = date(1970, 1, 1)
 
 
 def _stat_fields() -> list[models.Field]:
@@ -893,14 +897,20 @@ class _WireColumn:
             rows[f"{self.column}:0"] = pc.cast(values, _ARROW_INTS[self.kind]).to_numpy()
 
 
+def _unscaled(values: pa.ChunkedArray, scale: int) -> np.ndarray:
+    """Checked amounts as integers in units of 10**-scale (cents for scale 2)."""
+    # A decimal128's unscaled value is a little-endian 128-bit integer; a checked amount fits
+    # its low 64 bits.
+    decimals = pc.cast(values, pa.decimal128(38, scale)).combine_chunks()
+    low = np.frombuffer(decimals.buffers()[1], dtype="<i8")[2 * decimals.offset :: 2]
+    return low[: len(decimals)]
+
+
 def _base_10000(values: pa.ChunkedArray, scale: int) -> list[np.ndarray]:
     """Checked amounts as base-10000 digits, least significant (the fraction) first, as many as
     the largest amount needs (the ones above stay zero)."""
-    # A decimal128's unscaled value is a little-endian 128-bit integer; a checked amount fits
-    # its low 64 bits. Scaled to 4 decimals, its base-10000 digits are the numeric's digits.
-    decimals = pc.cast(values, pa.decimal128(38, scale)).combine_chunks()
-    low = np.frombuffer(decimals.buffers()[1], dtype="<i8")[2 * decimals.offset :: 2]
-    rest = low[: len(decimals)] * 10 ** (4 - scale)
+    # Scaled to 4 decimals, an amount's base-10000 digits are the numeric's digits.
+    rest = _unscaled(values, scale) * 10 ** (4 - scale)
     groups = [rest % 10_000]
     for _ in range((len(str(int(rest.max(initial=0)))) - 1) // 4):
         rest = rest // 10_000
@@ -943,6 +953,8 @@ class _Sink:
         self.strategy = strategy
         self.rows = 0
         self.counts: TableCounts | None = None
+        # The scenario statistics' figures, where the sink knows them without a query.
+        self.activity: WindowActivity | None = None
 
     def write(self, table: pa.Table) -> None:
         self._send(table)
@@ -1031,7 +1043,7 @@ class _SavedDdl:
     referenced: bool  # another table's foreign key points at this one
     drops: list[str]
     indexes: list[tuple[str, str]]  # (name, statement): keys and indexes
-    foreign: list[tuple[str, str]]
+    foreign: list[tuple[str, str, str]]  # (name, statement, column)
 
 
 def _droppable_ddl(cursor, db_table: str) -> _SavedDdl:
@@ -1048,7 +1060,9 @@ def _droppable_ddl(cursor, db_table: str) -> _SavedDdl:
     )
     referenced = cursor.fetchone()[0]
     cursor.execute(
-        "SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint "
+        "SELECT conname, contype, pg_get_constraintdef(oid), "
+        "(SELECT attname FROM pg_attribute WHERE attrelid = conrelid AND attnum = conkey[1]) "
+        "FROM pg_constraint "
         "WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'f') ORDER BY conname",
         [db_table],
     )
@@ -1060,18 +1074,20 @@ def _droppable_ddl(cursor, db_table: str) -> _SavedDdl:
         [db_table, db_table],
     )
     indexes = cursor.fetchall()
-    foreign = [(name, ddl) for name, kind, ddl in constraints if kind == "f"]
-    keys = [(name, ddl) for name, kind, ddl in constraints if kind != "f"]
+    foreign = [(name, ddl, column) for name, kind, ddl, column in constraints if kind == "f"]
+    keys = [(name, ddl) for name, kind, ddl, _ in constraints if kind != "f"]
 
     def add(name: str, ddl: str) -> tuple[str, str]:
         return name, f"ALTER TABLE {table} ADD CONSTRAINT {_q(name)} {ddl}"
 
     return _SavedDdl(
         referenced=referenced,
-        drops=[f"ALTER TABLE {table} DROP CONSTRAINT {_q(name)}" for name, _ in foreign + keys]
+        drops=[f"ALTER TABLE {table} DROP CONSTRAINT {_q(name)}" for name, *_ in foreign + keys]
         + [f"DROP INDEX {name}" for name, _ in indexes],
         indexes=[add(*key) for key in keys] + indexes,
-        foreign=[add(*fk) for fk in foreign],
+        foreign=[
+            (*add(name, ddl.removesuffix(" NOT VALID")), column) for name, ddl, column in foreign
+        ],
     )
 
 
@@ -1117,11 +1133,14 @@ def _bulk_delete_replaced(cursor, table: str, start: int) -> int:
     return cursor.rowcount
 
 
-def _bulk_rebuild(cursor, table: str, ddl: _SavedDdl) -> None:
+def _bulk_rebuild(cursor, table: str, ddl: _SavedDdl, checked: frozenset[str]) -> None:
     """Rebuild keys and indexes, analyse, then add the foreign keys back.
 
-    Analysing first records the visibility map a frozen load set, so a foreign-key check may
-    read a narrow index instead of the whole table.
+    A foreign key on a column in `checked` goes back NOT VALID: every value the load put there
+    was checked to exist under lock (`_referenced_keys_check`), so re-reading the table would
+    only repeat that; PostgreSQL enforces it on every later write all the same. Any other
+    foreign key is checked by one join. Analysing first records the visibility map a frozen
+    load set, so such a check may read a narrow index instead of the whole table.
     """
     for name, statement in ddl.indexes:
         with _phase(f"bulk: rebuild {name}"):
@@ -1129,13 +1148,105 @@ def _bulk_rebuild(cursor, table: str, ddl: _SavedDdl) -> None:
     # Planner statistics for the new contents, or the next queries plan for an empty table.
     with _phase("bulk: analyze"):
         cursor.execute(f"ANALYZE {table}")
-    for name, statement in ddl.foreign:
+    for name, statement, column in ddl.foreign:
+        if column in checked:
+            cursor.execute(f"{statement} NOT VALID")
+            continue
         with _phase(f"bulk: check {name}"):
             cursor.execute(statement)
 
 
+class _LoadedRows:
+    """What a bulk load keeps of the rows it sends: the foreign keys they use and, for a load
+    into an empty table (whose rows are then the whole table), what the scenario statistics
+    are made of, so neither needs another pass over the table."""
+
+    def __init__(self, maps: _Maps, whole_table: bool) -> None:
+        self.whole_table = whole_table
+        # Keys are a table's serial primary keys: a flag per key is small and needs no sort.
+        self._used = {
+            "advertiser_id": np.zeros(maps.advertisers.ids.max(initial=0) + 1, bool),
+            "scenario_id": np.zeros(maps.scenarios.ids.max(initial=0) + 1, bool),
+        }
+        self._activity: list[tuple[np.ndarray, ...]] = []
+
+    def add(self, rows: pa.Table) -> None:
+        """Note a block of rows whose dates are date32 and expenditure decimal128 (cents)."""
+        keys = {column: rows.column(column).to_numpy() for column in self._used}
+        for column, values in keys.items():
+            self._used[column][values] = True
+        if self.whole_table:
+            days = pc.cast(rows.column("date"), pa.int32()).to_numpy()
+            cents = _unscaled(rows.column("expenditure"), 2)
+            self._activity.append((keys["scenario_id"], keys["advertiser_id"], days, cents))
+
+    def keys(self, column: str) -> np.ndarray:
+        return np.flatnonzero(self._used[column])
+
+    def activity(self) -> WindowActivity | None:
+        """`advertisers.services.window_activity` of these rows (None unless whole_table)."""
+        if not self.whole_table:
+            return None
+        if not self._activity:
+            return WindowActivity(None, {})
+        columns = zip(*self._activity, strict=True)
+        scenario, advertiser, day, cents = (np.concatenate(c) for c in columns)
+        last = int(day.max())
+        active = (day > last - STATS_WINDOW_DAYS) & (cents > 0)
+        by_scenario = {}
+        for pk in np.unique(scenario[active]):
+            mine = active & (scenario == pk)
+            by_scenario[int(pk)] = (
+                len(np.unique(advertiser[mine])),
+                Decimal(int(cents[mine].sum())) / 100,
+                int(mine.sum()),
+            )
+        return WindowActivity(UNIX_EPOCH + timedelta(days=last), by_scenario)
+
+
+def _referenced_keys_check(cursor, loaded: _LoadedRows, maps: _Maps, source: str) -> frozenset[str]:
+    """Check that every advertiser and scenario the rows point at still exists, and keep it so:
+    the codes were mapped to keys before the lock, and a concurrent delete could have removed
+    one since. Returns the columns checked."""
+    for column, model, codes in (
+        ("advertiser_id", Advertiser, maps.advertisers),
+        ("scenario_id", Scenario, maps.scenarios),
+    ):
+        table = _q(model._meta.db_table)
+        keys = loaded.keys(column)
+        cursor.execute(f"LOCK TABLE {table} IN SHARE MODE")  # no delete until this commits
+        cursor.execute(
+            f"SELECT k FROM unnest(%s::bigint[]) AS k WHERE NOT EXISTS "
+            f"(SELECT 1 FROM {table} WHERE {_q(model._meta.pk.column)} = k) LIMIT 1",
+            [keys.tolist()],
+        )
+        gone = cursor.fetchone()
+        if gone:
+            code = codes.codes[int(np.flatnonzero(codes.ids == gone[0])[0])].as_py()
+            raise IngestError(
+                [
+                    f"{source}:0: {column}: {model._meta.verbose_name} {_show(code)} was deleted "
+                    "while this load ran; load again"
+                ]
+            )
+    return frozenset(("advertiser_id", "scenario_id"))
+
+
+def _typed(rows: pa.Table) -> pa.Table:
+    """Dates as date32 and money as decimals, converted once for every use of the block."""
+    for i, field in enumerate(_stat_fields()):
+        if isinstance(field, models.DecimalField):
+            kind = pa.decimal128(38, field.decimal_places)
+        elif isinstance(field, models.DateField):
+            kind = pa.date32()
+        else:
+            continue
+        rows = rows.set_column(i, field.column, pc.cast(rows.column(i), kind))
+    return rows
+
+
 @contextmanager
-def _pg_bulk() -> Iterator[_Sink]:
+def _pg_bulk(maps: _Maps, source: str) -> Iterator[_Sink]:
     db_table = DailyStat._meta.db_table
     table = _q(db_table)
     with connection.cursor() as cursor:
@@ -1148,25 +1259,30 @@ def _pg_bulk() -> Iterator[_Sink]:
         cursor.execute("SET LOCAL maintenance_work_mem = '512MB'")
         options = _bulk_copy_options(cursor, table, empty, ddl)
         fields = [DailyStat._meta.pk, *_stat_fields()]
+        loaded = _LoadedRows(maps, whole_table=empty)
         with _binary_copy(cursor, table, fields, options) as send_rows:
 
             def send(rows: pa.Table) -> None:
+                rows = _typed(rows)
                 first = start + sink.rows
                 ids = pa.array(np.arange(first, first + rows.num_rows, dtype=np.int64))
                 send_rows(rows.add_column(0, DailyStat._meta.pk.column, ids))
+                loaded.add(rows)
 
             sink = _Sink(send, "bulk")
             yield sink
             finishing = time.perf_counter()
         _log_since("bulk: wait for the server to end the COPY", finishing)
+        checked = _referenced_keys_check(cursor, loaded, maps, source)
         replaced = 0 if empty else _bulk_delete_replaced(cursor, table, start)
         if sink.rows:
             cursor.execute(
                 "SELECT setval(pg_get_serial_sequence(%s, 'id'), %s)",
                 [db_table, start + sink.rows - 1],
             )
-        _bulk_rebuild(cursor, table, ddl)
+        _bulk_rebuild(cursor, table, ddl, checked)
         sink.counts = TableCounts(inserted=sink.rows - replaced, updated=replaced)
+        sink.activity = loaded.activity()
 
 
 def _estimated_rows(source: _Source) -> int:
@@ -1192,20 +1308,22 @@ def _bulk_worthwhile(source: _Source) -> bool:
         return cursor.fetchone()[0] <= limit
 
 
-def _stats_sink(source: _Source):
+def _stats_sink(source: _Source, maps: _Maps):
     if connection.vendor != "postgresql":
         return _executemany_staging()
-    return _pg_bulk() if _bulk_worthwhile(source) else _pg_staging()
+    return _pg_bulk(maps, source.name) if _bulk_worthwhile(source) else _pg_staging()
 
 
-def _stats_load(scan: _Scan, maps: _Maps, log: ProblemLog) -> TableCounts | None:
-    """Stream checked blocks into the database; raise IngestError (inside the sink) on a problem."""
+def _stats_load(scan: _Scan, maps: _Maps, log: ProblemLog) -> _Sink | None:
+    """Stream checked blocks into the database; raise IngestError (inside the sink) on a problem.
+
+    Returns the sink, which holds the counts, or None when there were problems before."""
     if not log.clean:
         for _ in scan.blocks:  # nothing will be stored: only check
             pass
         return None
     try:
-        with _stats_sink(scan.source) as sink:
+        with _stats_sink(scan.source, maps) as sink:
             with _phase(f"daily stats: read, check and send ({sink.strategy})"):
                 for block in scan.blocks:
                     if log.clean:
@@ -1218,7 +1336,7 @@ def _stats_load(scan: _Scan, maps: _Maps, log: ProblemLog) -> TableCounts | None
         raise IngestError(
             [f"{scan.source.name}:0: -: the database refused the rows ({reason}); please report it"]
         ) from error
-    return sink.counts
+    return sink
 
 
 # --- Entry points --------------------------------------------------------------------------------
@@ -1289,6 +1407,7 @@ def ingest_files(
     sources = _sources({"scenarios": scenarios, "advertisers": advertisers, "stats": stats})
     log = ProblemLog()
     counts: dict[str, TableCounts | None] = {}
+    activity: WindowActivity | None = None
     with transaction.atomic():
         stored = _Maps(
             CodeMap.stored(Scenario, "code"), CodeMap.stored(Advertiser, "advertiser_id")
@@ -1304,10 +1423,11 @@ def ingest_files(
         maps = _reference_load(tables, stored, log, counts)
         if "stats" in sources:
             scan = _scan(sources["stats"], _stats_spec(maps), ignore_unknown_columns, log, progress)
-            counts["stats"] = _stats_load(scan, maps, log)
+            sink = _stats_load(scan, maps, log)
+            counts["stats"], activity = (sink.counts, sink.activity) if sink else (None, None)
         log.raise_if_any()
         with _phase("scenario statistics"):
-            scenario_stats_refresh()
+            scenario_stats_refresh(activity)
     return IngestReport(
         scenarios=counts.get("scenarios"),
         advertisers=counts.get("advertisers"),

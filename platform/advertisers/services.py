@@ -15,42 +15,65 @@ a model trained on an old window and the admin see the same numbers for the same
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import transaction
-from django.db.models import Avg, Count, Max
+from django.db.models import Count, DecimalField, Max, Sum
 
 from advertisers.models import DailyStat, Scenario
 
 STATS_WINDOW_DAYS = 28
 CENT = Decimal("0.01")
+# A window's total spend outgrows the column's max_digits (SQLite converts by the output field).
+MONEY_SUM = DecimalField(max_digits=30, decimal_places=2)
+
+
+@dataclass(frozen=True)
+class WindowActivity:
+    """What the statistics are made of: the latest date, and per scenario pk the active
+    advertisers and the expenditure and count of active advertiser-days in the window."""
+
+    as_of: date | None
+    by_scenario: dict[int, tuple[int, Decimal, int]]
+
+    def mean(self, scenario: int) -> Decimal:
+        _, spent, days = self.by_scenario.get(scenario, (0, Decimal(0), 0))
+        return (spent / days if days else Decimal(0)).quantize(CENT, ROUND_HALF_UP)
+
+
+def window_activity() -> WindowActivity:
+    """The statistics' raw figures, aggregated by the database over DailyStat."""
+    as_of = DailyStat.objects.aggregate(last=Max("date"))["last"]
+    if as_of is None:
+        return WindowActivity(None, {})
+    window = DailyStat.objects.filter(
+        date__gt=as_of - timedelta(days=STATS_WINDOW_DAYS), date__lte=as_of, expenditure__gt=0
+    )
+    rows = window.values("scenario").annotate(
+        active=Count("advertiser", distinct=True),
+        spent=Sum("expenditure", output_field=MONEY_SUM),
+        days=Count("id"),
+    )
+    return WindowActivity(
+        as_of, {row["scenario"]: (row["active"], row["spent"], row["days"]) for row in rows}
+    )
 
 
 @transaction.atomic
-def scenario_stats_refresh() -> None:
-    """Recompute every scenario's statistics from DailyStat (called after each ingestion)."""
-    as_of = DailyStat.objects.aggregate(last=Max("date"))["last"]
-    by_scenario: dict[int, dict] = {}
-    if as_of is not None:
-        window = DailyStat.objects.filter(
-            date__gt=as_of - timedelta(days=STATS_WINDOW_DAYS),
-            date__lte=as_of,
-            expenditure__gt=0,
-        )
-        by_scenario = {
-            row["scenario"]: row
-            for row in window.values("scenario").annotate(
-                active=Count("advertiser", distinct=True), mean=Avg("expenditure")
-            )
-        }
+def scenario_stats_refresh(activity: WindowActivity | None = None) -> None:
+    """Recompute every scenario's statistics from DailyStat (called after each ingestion).
+
+    `activity` is for a caller that already holds the figures, exactly as `window_activity`
+    would compute them: a load into an empty table computes them from its own rows.
+    """
+    activity = activity or window_activity()
     scenarios = list(Scenario.objects.all())
     for scenario in scenarios:
-        row = by_scenario.get(scenario.pk, {"active": 0, "mean": None})
-        scenario.active_advertisers_28d = row["active"]
-        mean = Decimal(str(row["mean"] or 0))
-        scenario.mean_daily_expenditure = mean.quantize(CENT, ROUND_HALF_UP)
-        scenario.stats_as_of = as_of
+        scenario.active_advertisers_28d = activity.by_scenario.get(scenario.pk, (0,))[0]
+        scenario.mean_daily_expenditure = activity.mean(scenario.pk)
+        scenario.stats_as_of = activity.as_of
     Scenario.objects.bulk_update(
         scenarios, ["active_advertisers_28d", "mean_daily_expenditure", "stats_as_of"]
     )

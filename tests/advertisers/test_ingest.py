@@ -11,11 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 
-from advertisers import ingestion
+from advertisers import ingestion, services
 from advertisers.ingestion import IngestError, ingest_files
 from advertisers.models import Advertiser, DailyStat, Scenario
+from advertisers.services import scenario_stats_refresh
+from advertisers.simulator import simulate
 
 pytestmark = pytest.mark.django_db
 
@@ -446,7 +448,12 @@ def index_definitions() -> list[str]:
             "WHERE conrelid = %s::regclass ORDER BY conname",
             [DailyStat._meta.db_table],
         )
-        return indexes + [f"{name}: {ddl}" for name, ddl in cursor.fetchall()]
+        # A bulk load adds the foreign keys back NOT VALID (it checked the keys it used):
+        # test_it_keeps_enforcing_foreign_keys_after_bulk_loads shows they still hold.
+        constraints = [
+            f"{name}: {ddl.removesuffix(' NOT VALID')}" for name, ddl in cursor.fetchall()
+        ]
+        return indexes + constraints
 
 
 @pytest.fixture
@@ -463,6 +470,75 @@ def test_it_bulk_loads_and_restores_every_index_and_constraint(files, bulk):
     assert report.daily_stats.inserted == 3
     assert index_definitions() == before
     assert DailyStat.objects.get(advertiser__advertiser_id="a1", scenario__code="live").gmv == 40
+
+
+def immediately(sql: str, params: list | None = None) -> None:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute(sql, params)
+
+
+@pytest.mark.postgres
+def test_it_keeps_enforcing_foreign_keys_after_bulk_loads(files, bulk):
+    ingest_files(**files)
+    ingest_files(**files)  # re-adds keys that were NOT VALID
+    table = DailyStat._meta.db_table
+
+    with pytest.raises(IntegrityError):
+        immediately(
+            f"UPDATE {table} SET advertiser_id = -1 WHERE id = (SELECT min(id) FROM {table})"
+        )
+    with pytest.raises(IntegrityError):
+        immediately(f"DELETE FROM {Scenario._meta.db_table} WHERE code = %s", ["live"])
+
+
+@pytest.mark.postgres
+def test_it_refuses_a_bulk_load_whose_advertiser_was_deleted_while_it_ran(
+    files, tmp_path, bulk, monkeypatch
+):
+    ingest_files(**files)
+    stats_with(tmp_path, stat_row("a1", day="2024-06-03"), stat_row("a2", day="2024-06-03"))
+    start = ingestion._bulk_start
+
+    def then_delete_a2(cursor, db_table):  # after the codes were mapped, before the lock
+        a2 = Advertiser.objects.get(advertiser_id="a2")
+        DailyStat.objects.filter(advertiser=a2).delete()
+        a2.delete()
+        return start(cursor, db_table)
+
+    monkeypatch.setattr(ingestion, "_bulk_start", then_delete_a2)
+
+    assert problems_of(stats=tmp_path / "daily_stats.csv") == [
+        "daily_stats.csv:0: advertiser_id: advertiser 'a2' was deleted while this load ran; "
+        "load again"
+    ]
+    assert Advertiser.objects.filter(advertiser_id="a2").exists()
+    assert DailyStat.objects.count() == 3
+
+
+@pytest.mark.postgres
+def test_it_computes_a_first_bulk_load_statistics_as_the_database_would(
+    tmp_path, bulk, monkeypatch
+):
+    world = simulate(advertisers=300, days=45, seed=5).write(tmp_path)
+    # A load into an empty table knows the figures from its rows and asks no query for them.
+    monkeypatch.setattr(services, "window_activity", lambda: pytest.fail("queried"))
+    ingest_files(
+        scenarios=world["scenarios"], advertisers=world["advertisers"], stats=world["daily_stats"]
+    )
+    monkeypatch.undo()
+    from_rows = [
+        (s.code, s.active_advertisers_28d, s.mean_daily_expenditure, s.stats_as_of)
+        for s in Scenario.objects.order_by("code")
+    ]
+
+    scenario_stats_refresh()
+
+    assert [
+        (s.code, s.active_advertisers_28d, s.mean_daily_expenditure, s.stats_as_of)
+        for s in Scenario.objects.order_by("code")
+    ] == from_rows
+    assert all(active > 0 for _, active, _, _ in from_rows)
 
 
 @pytest.mark.postgres
