@@ -13,6 +13,7 @@ from base64 import urlsafe_b64decode, urlsafe_b64encode
 from datetime import datetime
 from typing import Any
 
+from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -56,9 +57,23 @@ EVENT_TYPES = sorted(EVENT_STATES)  # named in SPECTACULAR_SETTINGS["ENUM_NAME_O
 
 # --- shared pieces -----------------------------------------------------------------------------
 
+# "+", not "*": DRF settles "" before validators run (allow_blank), and the schema then lists
+# "" as its own alternative, which this pattern must not match as well.
+NO_NUL_CHARACTER = RegexValidator(r"^[^\x00]+$", "Null characters are not allowed.")
+
 
 class StrictCharField(serializers.CharField):
-    """Takes JSON strings only; DRF's CharField would quietly turn 0 or true into text."""
+    """Takes JSON strings only; DRF's CharField would quietly turn 0 or true into text.
+
+    DRF refuses a NUL character (PostgreSQL text cannot hold one); the same rule is written as
+    a regex here so that the OpenAPI schema shows it as the field's pattern.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.validators = [
+            v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)
+        ] + [NO_NUL_CHARACTER]
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):

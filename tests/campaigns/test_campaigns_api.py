@@ -197,6 +197,18 @@ def test_lease_validates_its_input(produced, keys, client_for) -> None:
     assert set(response.json()) == {"max", "lease_seconds"}
 
 
+def test_lease_refuses_a_nul_character_as_its_schema_says(produced, keys, client_for) -> None:
+    client = client_for(keys.push)
+    response = client.post(LEASE, {"consumer": "a\x00b"}, format="json")
+    schema = client.get("/api/schema/?format=json").json()
+
+    assert response.status_code == 400
+    assert response.json() == {"consumer": ["Null characters are not allowed."]}
+    consumer = schema["components"]["schemas"]["LeaseInput"]["properties"]["consumer"]
+    assert consumer["oneOf"][0]["pattern"] == "^[^\\u0000]+$"
+    assert client.post(LEASE, {"consumer": ""}, format="json").status_code == 200
+
+
 def test_malformed_json_is_a_400(produced, keys, client_for) -> None:
     response = client_for(keys.push).post(LEASE, "{", content_type="application/json")
     assert response.status_code == 400
