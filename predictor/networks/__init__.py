@@ -23,6 +23,7 @@ from torch import nn
 from predictor.networks.baselines import CGC, MRAN, CrossStitch, MMoE, SharedBottom, SingleTask
 from predictor.networks.losses import (
     joint_loss,
+    l2_parameters,
     l2_penalties,
     meta_parameter_names,
     poisson_loss,
@@ -84,6 +85,7 @@ __all__ = [
     "InputSpec",
     "build_model",
     "joint_loss",
+    "l2_parameters",
     "l2_penalties",
     "meta_parameter_names",
     "model_checkpoint_dict",

@@ -67,20 +67,24 @@ def meta_parameter_names(model: nn.Module) -> set[str]:
     return names
 
 
+def l2_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """The weights eq. 19 penalises, (meta-unit weights, the others); biases excluded."""
+    meta_names = meta_parameter_names(model)
+    meta: list[nn.Parameter] = []
+    other: list[nn.Parameter] = []
+    for name, param in model.named_parameters():
+        if name.rsplit(".", 1)[-1] not in _BIAS_NAMES:
+            (meta if name in meta_names else other).append(param)
+    return meta, other
+
+
 def l2_penalties(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """(||W_meta||_F^2, ||W_other||_F^2) of eq. 19, biases excluded; 0-d tensors."""
-    meta_names = meta_parameter_names(model)
-    meta: list[torch.Tensor] = []
-    other: list[torch.Tensor] = []
-    for name, param in model.named_parameters():
-        if name.rsplit(".", 1)[-1] in _BIAS_NAMES:
-            continue
-        # ||p||^2 through the norm kernel: no p*p temporary, about half the time of p.square()
-        (meta if name in meta_names else other).append(torch.linalg.vector_norm(param))
     zero = next(model.parameters()).new_zeros(())
-    return (
-        torch.stack(meta).square().sum() if meta else zero,
-        torch.stack(other).square().sum() if other else zero,
+    # ||p||^2 through the norm kernel: no p*p temporary, about half the time of p.square()
+    return tuple(  # type: ignore[return-value]
+        torch.stack([torch.linalg.vector_norm(p) for p in group]).square().sum() if group else zero
+        for group in l2_parameters(model)
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from predictor import training
-from predictor.networks import InputSpec, build_model
+from predictor.networks import InputSpec, build_model, l2_penalties, poisson_loss
 
 SPEC = InputSpec(
     seq_len=6,
@@ -184,6 +185,27 @@ def test_it_leaves_tasks_unweighted_when_asked():
     assert training.task_weights_for("equal", TRAIN["target"]) is None
     with pytest.raises(ValueError, match="task weighting must be one of"):
         training.task_weights_for("uncertainty", TRAIN["target"])
+
+
+def test_it_steps_as_if_the_l2_penalty_were_back_propagated():
+    config = replace(CONFIG, l2=0.05, grad_clip=0.5)  # a penalty large enough to matter
+    batch = {key: value[:32] for key, value in TRAIN.items()}
+    torch.manual_seed(0)
+    model = _build()
+    reference = copy.deepcopy(model)
+
+    loss = training.train_step(model, model, training.make_optimizer(model, config), batch, config)
+
+    optimizer = training.make_optimizer(reference, config)
+    meta, other = l2_penalties(reference)
+    expected = poisson_loss(reference(batch), batch["target"]) + 0.05 * (meta + other)  # eq. 19
+    expected.backward()
+    torch.nn.utils.clip_grad_value_(reference.parameters(), config.grad_clip)
+    optimizer.step()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    for (name, got), want in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(got.grad, want.grad, msg=name)  # clipped: the same step
+        torch.testing.assert_close(got, want, msg=name)
 
 
 def test_it_refuses_cuda_where_there_is_none():
