@@ -113,6 +113,7 @@ def _report_json(base_url: str, key: str) -> dict:
 
 def test_it_shows_the_same_numbers_as_the_json_api(browser, live_server, experiment):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     get_user_model().objects.create_user("analyst", password="pw-analyst", is_staff=True,
                                          is_superuser=True)  # fmt: skip
@@ -120,6 +121,8 @@ def test_it_shows_the_same_numbers_as_the_json_api(browser, live_server, experim
     browser.find_element(By.NAME, "username").send_keys("analyst")
     browser.find_element(By.NAME, "password").send_keys("pw-analyst")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    # The login's own navigation must end first, or it can replace the page asked for next.
+    WebDriverWait(browser, 10).until(lambda b: "Site administration" in b.title)
     browser.get(f"{live_server.url}/admin/abtest/experiment/{experiment.pk}/report/")
     assert "Report: browser-report" in browser.title
 
