@@ -1163,25 +1163,27 @@ class _LoadedRows:
 
     def __init__(self, maps: _Maps, whole_table: bool) -> None:
         self.whole_table = whole_table
-        # Keys are a table's serial primary keys: a flag per key is small and needs no sort.
-        self._used = {
-            "advertiser_id": np.zeros(maps.advertisers.ids.max(initial=0) + 1, bool),
-            "scenario_id": np.zeros(maps.scenarios.ids.max(initial=0) + 1, bool),
+        # Every key the rows may use, sorted, and a flag per key: marking a block is a binary
+        # search, with no sort of the block.
+        self._known = {
+            "advertiser_id": np.sort(maps.advertisers.ids),
+            "scenario_id": np.sort(maps.scenarios.ids),
         }
+        self._used = {column: np.zeros(len(keys), bool) for column, keys in self._known.items()}
         self._activity: list[tuple[np.ndarray, ...]] = []
 
     def add(self, rows: pa.Table) -> None:
         """Note a block of rows whose dates are date32 and expenditure decimal128 (cents)."""
         keys = {column: rows.column(column).to_numpy() for column in self._used}
         for column, values in keys.items():
-            self._used[column][values] = True
+            self._used[column][np.searchsorted(self._known[column], values)] = True
         if self.whole_table:
             days = pc.cast(rows.column("date"), pa.int32()).to_numpy()
             cents = _unscaled(rows.column("expenditure"), 2)
             self._activity.append((keys["scenario_id"], keys["advertiser_id"], days, cents))
 
     def keys(self, column: str) -> np.ndarray:
-        return np.flatnonzero(self._used[column])
+        return self._known[column][self._used[column]]
 
     def activity(self) -> WindowActivity | None:
         """`advertisers.services.window_activity` of these rows (None unless whole_table)."""
