@@ -80,6 +80,7 @@ class TrainOptions:
     patience: int = 4
     select_by: str = "nmae"  # early stopping on the validation NMAE or "loss"
     l2: float = 1e-6
+    generator_lr_scale: float | None = None  # training.TrainConfig; None = 1 / d_s
     task_weighting: str = "deviance"  # lambda_t of eq. 19: training.task_weights_for
     start: date | None = None
     end: date | None = None
@@ -133,6 +134,7 @@ class TrainOptions:
             patience=self.patience,
             select_by=self.select_by,
             l2=self.l2,
+            generator_lr_scale=self.generator_lr_scale,
             task_weights=training.task_weights_for(self.task_weighting, train_target),
             progress=self.progress,
             checkpoint_path=str(checkpoint_path) if checkpoint_path else None,
@@ -212,7 +214,10 @@ def model_version_load(*, version: ModelVersion, device: str = "cpu") -> LoadedM
         )
     payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     target = training.resolve_device(device)
-    model = model_from_checkpoint_dict(payload).to(target).eval()
+    try:
+        model = model_from_checkpoint_dict(payload).to(target).eval()
+    except ValueError as exc:
+        raise ModelArtifactError(f"model version {version.pk} ({version.kind}): {exc}") from exc
     return LoadedModel(
         version_id=version.pk,
         kind=version.kind,

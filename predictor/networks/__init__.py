@@ -76,7 +76,16 @@ def model_from_checkpoint_dict(data: dict[str, Any]) -> nn.Module:
             f"checkpoint lacks {sorted(missing)}; write it with model_checkpoint_dict(model)."
         )
     model = build_model(data["kind"], data["spec"], **data["config"])
-    model.load_state_dict(data["state_dict"])
+    try:
+        model.load_state_dict(data["state_dict"])
+    except RuntimeError as exc:  # missing, unexpected or reshaped weights
+        problems = "; ".join(line.strip() for line in str(exc).splitlines()[1:])
+        if len(problems) > 300:
+            problems = problems[:300] + " ..."
+        raise ValueError(
+            f"the checkpoint's weights do not fit this release's {data['kind']} network"
+            f" ({problems}); it was written by another release: retrain the model."
+        ) from exc
     return model.eval()
 
 

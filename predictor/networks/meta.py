@@ -48,12 +48,13 @@ CONTRACTIONS = ("auto", "outer", "generate")
 class MetaLayer(nn.Module):
     """One generated layer (eq. 10-12), `groups` independent generators side by side.
 
-    forward(h [B, G, R, d_in], s1 [B, d_s + 1]) -> pre-activation [B, G, R, d_out], where s1 is
-    S~ with a constant 1 appended (`with_one`), so that V S~ + v is the single product s1 @ [V; v].
+    forward(h [B, G, R, d_in], s [B, d_s]) -> pre-activation [B, G, R, d_out].
 
-    Parameters, in the paper's terms (the last row along d_s + 1 is the constant's):
-        w_gen [d_s + 1, G, d_in, d_out] = [V_w; v_w] of eq. 11
-        b_gen [d_s + 1, G, d_out]       = [V_b; v_b] of eq. 12
+    Parameters, named after the paper's terms:
+        w_gen [d_s, G, d_in, d_out] = V_w of eq. 11     w_base [G, d_in, d_out] = v_w
+        b_gen [d_s, G, d_out]       = V_b of eq. 12     b_base [G, d_out]       = v_b
+    The generators (V_w, V_b) are kept apart from the base weights (v_w, v_b) so that the
+    trainer can give them their own learning rate (`generator_parameters`).
     """
 
     def __init__(
@@ -65,54 +66,54 @@ class MetaLayer(nn.Module):
         self.d_in, self.d_out, self.d_scenario, self.groups = d_in, d_out, d_scenario, groups
         self.contraction = contraction
         ds = d_scenario
-        w_gen = torch.empty(ds + 1, groups, d_in, d_out)
         # The generated W gets variance ~1/d_in from v_w and about as much again from V_w S~
         # (S~ entries are O(1)): the scale of a default-initialised linear layer.
-        w_gen[:ds].normal_(std=1.0 / math.sqrt(ds * d_in))  # V_w
-        w_gen[ds].normal_(std=1.0 / math.sqrt(d_in))  # v_w
-        b_gen = torch.zeros(ds + 1, groups, d_out)
-        b_gen[:ds].normal_(std=0.1 / math.sqrt(ds))  # V_b; v_b starts at 0
-        self.w_gen = nn.Parameter(w_gen)  # eq. 11: [V_w; v_w]
-        self.b_gen = nn.Parameter(b_gen)  # eq. 12: [V_b; v_b]
+        self.w_gen = nn.Parameter(torch.randn(ds, groups, d_in, d_out) / math.sqrt(ds * d_in))
+        self.w_base = nn.Parameter(torch.randn(groups, d_in, d_out) / math.sqrt(d_in))
+        self.b_gen = nn.Parameter(torch.randn(ds, groups, d_out) * (0.1 / math.sqrt(ds)))
+        self.b_base = nn.Parameter(torch.zeros(groups, d_out))
 
     def order_for(self, rows_per_sample: int) -> str:
         if self.contraction != "auto":
             return self.contraction
         return "outer" if rows_per_sample * self.d_scenario <= self.d_out else "generate"
 
-    def generate(self, s1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def generate(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Every sample's generated W [B, G, d_in, d_out] and b [B, G, d_out] (eq. 11-12)."""
-        w = (s1 @ self.w_gen.flatten(1)).view(-1, self.groups, self.d_in, self.d_out)  # eq. 11
-        b = (s1 @ self.b_gen.flatten(1)).view(-1, self.groups, self.d_out)  # eq. 12
-        return w, b
+        w = torch.addmm(self.w_base.flatten(), s, self.w_gen.flatten(1))  # eq. 11: V_w S~ + v_w
+        b = torch.addmm(self.b_base.flatten(), s, self.b_gen.flatten(1))  # eq. 12: V_b S~ + v_b
+        return w.view(-1, self.groups, self.d_in, self.d_out), b.view(-1, self.groups, self.d_out)
 
-    def forward(self, h: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         bsz, g, rows, d_in = h.shape
         if self.order_for(rows) == "generate":
-            w, b = self.generate(s1)  # eq. 11-12: [B, G, d_in, d_out], [B, G, d_out]
+            w, b = self.generate(s)  # eq. 11-12: [B, G, d_in, d_out], [B, G, d_out]
             if g == 1:  # one batched matmul with the bias fused in
                 y = torch.baddbmm(b, h.view(bsz, rows, d_in), w.view(bsz, d_in, self.d_out))
                 return y.view(bsz, 1, rows, self.d_out)  # eq. 10 (pre-sigma): [B, 1, R, d_out]
             return torch.matmul(h, w) + b.unsqueeze(2)  # eq. 10 (pre-sigma): [B, G, R, d_out]
-        # outer order: z[b, g, r, (s, i)] = s1[b, s] h[b, g, r, i], then one GEMM per group
-        b = (s1 @ self.b_gen.flatten(1)).view(bsz, g, 1, self.d_out)  # eq. 12: [B, G, 1, d_out]
+        # outer order: z[b, g, r, (s, i)] = s1[b, s] h[b, g, r, i] with s1 = [S~ || 1], then one
+        # GEMM per group against [V_w; v_w]: the constant's block applies v_w.
+        b = torch.addmm(self.b_base.flatten(), s, self.b_gen.flatten(1))  # eq. 12
+        b = b.view(bsz, g, 1, self.d_out)  # [B, G, 1, d_out]
+        s1 = with_one(s)  # [B, d_s + 1]
         z = (s1[:, None, None, :, None] * h.unsqueeze(3)).flatten(3)  # [B, G, R, (d_s + 1) d_in]
+        gen = torch.cat([self.w_gen, self.w_base.unsqueeze(0)])  # [d_s + 1, G, d_in, d_out]
         if g == 1:  # a 2-D right operand lets matmul fold B and R into one GEMM
-            gen = self.w_gen[:, 0].flatten(0, 1)  # [(d_s + 1) d_in, d_out], a view
-            return torch.matmul(z, gen) + b  # eq. 10-11 (pre-sigma): [B, 1, R, d_out]
-        gen = self.w_gen.transpose(0, 1).flatten(1, 2)  # [G, (d_s + 1) d_in, d_out]
+            return torch.matmul(z, gen[:, 0].flatten(0, 1)) + b  # eq. 10-11 (pre-sigma)
+        gen = gen.transpose(0, 1).flatten(1, 2)  # [G, (d_s + 1) d_in, d_out]
         return torch.einsum("bgrk,gko->bgro", z, gen) + b  # eq. 10-11: [B, G, R, d_out]
 
     def literal_forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """Eq. 10-12 sample by sample and group by group from S~ itself (not s1), for tests."""
+        """Eq. 10-12 sample by sample and group by group, for tests."""
         ds = self.d_scenario
         bsz, g, rows, _ = h.shape
         out = h.new_empty(bsz, g, rows, self.d_out)
         for n in range(bsz):
             for k in range(g):
-                v_w = self.w_gen[:ds, k].reshape(ds, -1)  # V_w: [d_s, d_in * d_out]
-                w = (v_w.T @ s[n]).reshape(self.d_in, self.d_out) + self.w_gen[ds, k]  # eq. 11
-                b = self.b_gen[:ds, k].T @ s[n] + self.b_gen[ds, k]  # eq. 12
+                v_w = self.w_gen[:, k].reshape(ds, -1)  # V_w: [d_s, d_in * d_out]
+                w = (v_w.T @ s[n]).reshape(self.d_in, self.d_out) + self.w_base[k]  # eq. 11
+                b = self.b_gen[:, k].T @ s[n] + self.b_base[k]  # eq. 12
                 out[n, k] = h[n, k] @ w + b  # eq. 10 (pre-sigma)
         return out
 
@@ -140,10 +141,9 @@ class MetaUnit(nn.Module):
         return h.reshape(h.shape[0], self.groups, -1, h.shape[-1])  # [B, G, R, d]
 
     def forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        s1 = with_one(s)  # [B, d_s + 1]
         x = self._grouped(h)  # eq. 9: h^(0) = h_input, [B, G, R, d]
         for layer in self.layers:
-            x = act(layer(x, s1))  # eq. 10: h^(i) = sigma(W^(i-1) h^(i-1) + b^(i-1))
+            x = act(layer(x, s))  # eq. 10: h^(i) = sigma(W^(i-1) h^(i-1) + b^(i-1))
         return x.reshape(h.shape)  # eq. 13: h_output = h^(K)
 
     def literal_forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -169,3 +169,13 @@ class StaticUnit(nn.Module):
 def with_one(x: torch.Tensor) -> torch.Tensor:
     """x with a constant 1 appended to its last axis, so a bias rides along in a matmul."""
     return torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
+
+
+def generator_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
+    """(parameter, d_s) for the generators V_w and V_b of every meta layer in `model`."""
+    return [
+        (param, layer.d_scenario)
+        for layer in model.modules()
+        if isinstance(layer, MetaLayer)
+        for param in (layer.w_gen, layer.b_gen)
+    ]

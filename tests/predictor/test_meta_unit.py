@@ -7,7 +7,7 @@ import torch
 
 from predictor.networks import build_model
 from predictor.networks.embedding import act
-from predictor.networks.meta import MetaLayer, MetaUnit, with_one
+from predictor.networks.meta import MetaLayer, MetaUnit
 from predictor.networks.spec import InputSpec
 
 D_IN, D_OUT, D_S = 6, 5, 4
@@ -17,8 +17,8 @@ def random_layer(*, groups: int, contraction: str, seed: int = 0) -> MetaLayer:
     torch.manual_seed(seed)
     layer = MetaLayer(D_IN, D_OUT, D_S, groups=groups, contraction=contraction).double()
     with torch.no_grad():  # away from the small initial scale, so every term matters
-        layer.w_gen.normal_()
-        layer.b_gen.normal_()
+        for param in layer.parameters():
+            param.normal_()
     return layer
 
 
@@ -28,14 +28,10 @@ def literal_eq_10_to_12(layer: MetaLayer, h: torch.Tensor, s: torch.Tensor) -> t
     out = torch.empty(*h.shape[:3], layer.d_out, dtype=h.dtype)
     for n in range(h.shape[0]):
         for g in range(h.shape[1]):
-            v_w, v_w0 = (
-                layer.w_gen[:d_s, g],
-                layer.w_gen[d_s, g],
-            )  # [d_s, d_in, d_out], [d_in, d_out]
-            w = v_w0.clone()
+            w = layer.w_base[g].clone()  # v_w: [d_in, d_out]
             for k in range(d_s):
-                w = w + s[n, k] * v_w[k]  # eq. 11
-            b = layer.b_gen[:d_s, g].T @ s[n] + layer.b_gen[d_s, g]  # eq. 12
+                w = w + s[n, k] * layer.w_gen[k, g]  # eq. 11: + S~_k V_w[k]
+            b = layer.b_gen[:, g].T @ s[n] + layer.b_base[g]  # eq. 12
             for r in range(h.shape[2]):
                 out[n, g, r] = w.T @ h[n, g, r] + b  # eq. 10 before sigma
     return out
@@ -55,7 +51,7 @@ def test_it_matches_the_literal_formula_of_eq_10_to_12(contraction: str, groups:
     h = torch.randn(7, groups, rows, D_IN, dtype=torch.float64)
     s = torch.randn(7, D_S, dtype=torch.float64)
     expected = literal_eq_10_to_12(layer, h, s)
-    torch.testing.assert_close(layer(h, with_one(s)), expected)
+    torch.testing.assert_close(layer(h, s), expected)
     torch.testing.assert_close(layer.literal_forward(h, s), expected)
 
 
@@ -64,8 +60,8 @@ def test_it_has_the_gradients_of_the_literal_formula(contraction: str):
     layer = random_layer(groups=2, contraction=contraction)
     h = torch.randn(5, 2, 3, D_IN, dtype=torch.float64, requires_grad=True)
     s = torch.randn(5, D_S, dtype=torch.float64, requires_grad=True)
-    inputs = [h, s, layer.w_gen, layer.b_gen]
-    fast = torch.autograd.grad(layer(h, with_one(s)).sin().sum(), inputs)
+    inputs = [h, s, *layer.parameters()]
+    fast = torch.autograd.grad(layer(h, s).sin().sum(), inputs)
     slow = torch.autograd.grad(literal_eq_10_to_12(layer, h, s).sin().sum(), inputs)
     for a, b in zip(fast, slow, strict=True):
         torch.testing.assert_close(a, b)
@@ -104,7 +100,7 @@ def per_sample_weights_kept(contraction: str) -> list[torch.Size]:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        layer(h, with_one(s)).sum().backward()
+        layer(h, s).sum().backward()
     return [shape for shape in saved if shape[0] == batch and shape.numel() >= batch * D_IN * D_OUT]
 
 
@@ -134,7 +130,7 @@ def test_it_generates_different_weights_for_different_scenarios():
     }
     with torch.no_grad():
         s_tilde = act(model.scenario_mlp(model.encoder.static(one_advertiser)))  # eq. 8
-        w, b = model.tower_units[0].layers[0].generate(with_one(s_tilde))  # eq. 11-12
+        w, b = model.tower_units[0].layers[0].generate(s_tilde)  # eq. 11-12
         rates = model(one_advertiser)
     assert not torch.allclose(w[0], w[1])
     assert not torch.allclose(b[0], b[1])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
 
@@ -96,6 +98,26 @@ def test_it_refuses_a_missing_artifact(version: ModelVersion, settings):
     (Path(settings.ARTIFACT_DIR) / version.artifact_path).unlink()
     with pytest.raises(ModelArtifactError, match="cannot be read"):
         services.model_version_load(version=version)
+
+
+def test_it_refuses_an_artifact_whose_weights_do_not_fit_the_network(
+    version: ModelVersion, settings
+):
+    """An artifact of a release with another parameter layout: checksummed, but unusable."""
+    path = Path(settings.ARTIFACT_DIR) / version.artifact_path
+    payload = torch.load(path, weights_only=True)
+    state = payload["state_dict"]
+    state["tower_units.0.layers.0.w_gen"] = state.pop("tower_units.0.layers.0.w_gen")[:-1]
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    path.write_bytes(buffer.getvalue())
+    version.artifact_sha256 = services._sha256(buffer.getvalue())
+    version.save(update_fields=["artifact_sha256"])
+    mismatch = r"size mismatch for tower_units\.0\.layers\.0\.w_gen"
+    with pytest.raises(ModelArtifactError, match=mismatch) as caught:
+        services.model_version_load(version=version)
+    assert f"model version {version.pk} (m2m)" in str(caught.value)
+    assert "retrain the model" in str(caught.value)
 
 
 def test_it_keeps_one_active_version_per_kind(version: ModelVersion):

@@ -208,6 +208,38 @@ def test_it_steps_as_if_the_l2_penalty_were_back_propagated():
         torch.testing.assert_close(got, want, msg=name)
 
 
+def first_adam_step(config: training.TrainConfig) -> dict[str, torch.Tensor]:
+    """|change| of every parameter after one step from a fresh Adam (no L2, no clipping)."""
+    config = replace(config, l2=0.0, grad_clip=1e9)
+    batch = {key: value[:32] for key, value in TRAIN.items()}
+    torch.manual_seed(0)
+    model = _build()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    training.train_step(model, model, training.make_optimizer(model, config), batch, config)
+    return {name: (p.detach() - before[name]).abs() for name, p in model.named_parameters()}
+
+
+def largest_step(steps: dict[str, torch.Tensor], generators: bool) -> float:
+    is_generator = lambda name: name.endswith((".w_gen", ".b_gen"))  # noqa: E731
+    return max(float(v.max()) for k, v in steps.items() if is_generator(k) == generators)
+
+
+def test_it_steps_the_meta_generators_at_the_learning_rate_over_d():
+    # Adam's first step moves each entry with a gradient by lr; V_w and V_b of every meta
+    # layer (d_meta = 8 here) by lr / 8, everything else, v_w and v_b included, by lr.
+    steps = first_adam_step(CONFIG)
+    assert largest_step(steps, generators=True) == pytest.approx(CONFIG.lr / 8, rel=1e-3)
+    assert largest_step(steps, generators=False) == pytest.approx(CONFIG.lr, rel=1e-3)
+    assert float(steps["tower_units.0.layers.0.w_base"].max()) == pytest.approx(CONFIG.lr, 1e-3)
+
+
+def test_it_steps_the_meta_generators_at_the_rate_it_is_given():
+    steps = first_adam_step(replace(CONFIG, generator_lr_scale=1.0))  # the paper, literally
+    assert largest_step(steps, generators=True) == pytest.approx(CONFIG.lr, rel=1e-3)
+    steps = first_adam_step(replace(CONFIG, generator_lr_scale=0.5))
+    assert largest_step(steps, generators=True) == pytest.approx(CONFIG.lr / 2, rel=1e-3)
+
+
 def test_it_refuses_cuda_where_there_is_none():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

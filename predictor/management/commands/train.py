@@ -35,6 +35,13 @@ def add_training_arguments(parser: CommandParser) -> None:
         help="lambda_t of eq. 19: by each task's null deviance, or all 1",
     )
     parser.add_argument(
+        "--generator-lr-scale",
+        type=float,
+        default=defaults.generator_lr_scale,
+        help="learning rate of the meta units' generators (V_w, V_b) relative to --lr;"
+        " default 1/d, where d is the width of the scenario knowledge",
+    )
+    parser.add_argument(
         "--patience",
         type=int,
         default=defaults.patience,
@@ -85,6 +92,7 @@ def train_options(options: dict[str, Any], **overrides: Any) -> services.TrainOp
         "seed": options["seed"],
         "device": options["device"],
         "patience": options["patience"],
+        "generator_lr_scale": options["generator_lr_scale"],
         "select_by": options["select_by"],
         "task_weighting": options["task_weighting"],
         "start": options["start"],
