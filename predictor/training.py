@@ -66,7 +66,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 from tqdm import tqdm
 
 from predictor.metrics import metric_table
-from predictor.networks import l2_parameters, l2_penalties, poisson_loss
+from predictor.networks import build_model, l2_parameters, l2_penalties, poisson_loss
 from predictor.networks.meta import generator_parameters
 
 log = logging.getLogger(__name__)
@@ -436,6 +436,36 @@ def validation_scores(
     )
     nmae = table["overall"]["nmae"]
     return {"loss": total / max(n, 1), "nmae": float("inf") if nmae is None else nmae}
+
+
+@dataclass(frozen=True)
+class ScoredRun:
+    rates: np.ndarray  # [N, M] normalised test rates
+    best_epoch: int
+
+
+def fit_and_predict(
+    kind: str,
+    spec: dict[str, Any],
+    hparams: dict[str, Any],
+    data: tuple[Tensors, Tensors, Tensors],
+    config: TrainConfig,
+    valid_groups: np.ndarray | None = None,
+    threads: int | None = None,
+) -> ScoredRun:
+    """Train a fresh `kind` model on data = (train, valid, test) and score its test split.
+
+    Everything in and out is plain data, so `evaluate` can run it in worker processes, which
+    import this Django-free module only; `threads` caps torch's threads in such a worker.
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    train, valid, test = data
+    fitted = fit(
+        lambda: build_model(kind, spec, **hparams), train, valid, config, valid_groups=valid_groups
+    )
+    rates = predict_rates(fitted.model, test, device=fitted.device)
+    return ScoredRun(rates=rates, best_epoch=fitted.best_epoch)
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:

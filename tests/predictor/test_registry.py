@@ -210,6 +210,23 @@ def test_the_evaluate_command_writes_table_4_without_registering_models(world, t
     assert not ModelVersion.objects.exists()
 
 
+def test_the_evaluate_command_gives_the_same_table_from_worker_processes(world, tmp_path: Path):
+    def table(jobs: int) -> dict:
+        out = tmp_path / f"eval-{jobs}"
+        call_command(
+            "evaluate",
+            *("--models", "m2m,single_task", "--seeds", "2", "--epochs", "1", *SMALL_RUN),
+            *("--out", str(out), "--hparams", '{"d_input": 4, "d_view": 16, "n_experts": 2}'),
+            *("--jobs", str(jobs)),
+        )
+        return json.loads((out / "results.json").read_text())["results"]
+
+    one_by_one, side_by_side = table(1), table(2)
+    assert side_by_side == one_by_one  # every metric of every run, in seed order
+    seeds = [run["overall"]["nmae"] for run in one_by_one["m2m"]["runs"]]
+    assert seeds[0] != seeds[1]  # two different fits, not one reported twice
+
+
 def test_the_admin_lists_versions_with_their_test_metrics(version: ModelVersion, admin_client):
     page = admin_client.get("/admin/predictor/modelversion/")
     assert page.status_code == 200

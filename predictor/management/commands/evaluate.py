@@ -46,6 +46,13 @@ class Command(BaseCommand):
             default=oracle.DEFAULT_REPLICAS,
             help="simulated futures per sample for the oracle rows",
         )
+        parser.add_argument(
+            "--jobs",
+            type=int,
+            default=1,
+            help="model x seed fits to run at once, each in its own process (on a GPU, several"
+            " side by side finish sooner; on a CPU each gets its share of the cores)",
+        )
         add_training_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -59,6 +66,7 @@ class Command(BaseCommand):
                 on_progress=self.stdout.write,
                 oracle_world=options["oracle_world"],
                 oracle_replicas=options["oracle_replicas"],
+                jobs=options["jobs"],
             )
         except (FeatureError, ValueError, RuntimeError) as exc:
             raise CommandError(str(exc)) from exc
