@@ -48,3 +48,18 @@ def test_it_defaults_to_sqlite_and_eager_celery():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["django.db.backends.sqlite3", "True"]
+
+
+def test_it_creates_the_folder_of_the_default_sqlite_database(tmp_path):
+    var = tmp_path / "fresh" / "var"  # not there yet, as in a fresh checkout
+    code = (
+        "import django; django.setup(); from django.db import connection;"
+        "connection.ensure_connection()"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(DJANGO_SETTINGS_MODULE="incentive_platform.settings", VAR_DIR=str(var))
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert (var / "db.sqlite3").exists()
