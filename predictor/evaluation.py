@@ -271,14 +271,16 @@ def _fits(
             yield (name, seed), training.fit_and_predict(*arguments(name, seed))
         return
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    context = torch.multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(jobs, mp_context=torch.multiprocessing.get_context("spawn"))
+    try:
         futures = {
             pool.submit(training.fit_and_predict, *arguments(*run), threads=threads): run
             for run in runs
         }
         for future in as_completed(futures):
             yield futures[future], future.result()
+    finally:  # after a failed fit, the queued ones are dropped rather than waited for
+        pool.shutdown(cancel_futures=True)
 
 
 def _cell(summary: dict[str, Any], column: str, metric: str) -> str:

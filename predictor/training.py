@@ -339,8 +339,8 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Adam:
     groups: list[dict[str, Any]] = [
         {"params": [p for p in model.parameters() if id(p) not in generator_ids]}
     ]
+    scale = config.generator_lr_scale
     for d_scenario in sorted({d for _, d in generators}):
-        scale = config.generator_lr_scale
         groups.append(
             {
                 "params": [p for p, d in generators if d == d_scenario],

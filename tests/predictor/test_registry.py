@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
 
 from advertisers.ingestion import ingest_files
@@ -225,6 +225,17 @@ def test_the_evaluate_command_gives_the_same_table_from_worker_processes(world, 
     assert side_by_side == one_by_one  # every metric of every run, in seed order
     seeds = [run["overall"]["nmae"] for run in one_by_one["m2m"]["runs"]]
     assert seeds[0] != seeds[1]  # two different fits, not one reported twice
+
+
+def test_the_evaluate_command_reports_a_fit_that_fails_in_a_worker(world, tmp_path: Path):
+    with pytest.raises(CommandError, match="not divisible by 3 heads"):
+        call_command(
+            "evaluate",
+            *("--models", "m2m", "--seeds", "2", "--epochs", "1", *SMALL_RUN),
+            *("--out", str(tmp_path / "eval"), "--hparams", '{"m2m": {"n_heads": 3}}'),
+            *("--jobs", "2"),
+        )
+    assert not (tmp_path / "eval").exists()
 
 
 def test_the_admin_lists_versions_with_their_test_metrics(version: ModelVersion, admin_client):
