@@ -25,7 +25,8 @@ import os
 import statistics
 import sys
 import time
-from urllib.parse import urlparse
+
+from bench_database import database_ensure
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/incentive_bench_ab"
 TARGET_SECONDS = 3.0
@@ -34,21 +35,6 @@ PRE_DAYS, EVAL_DAYS = 28, 7
 START = "2024-03-01"  # first evaluation day
 # A deterministic uniform number in [0, 1) per integer key: the same data on every build.
 UNIFORM = "((hashint8({key}) & 2147483647)::float8 / 2147483648.0)"
-
-
-def database_ensure(url: str) -> None:
-    """Create the benchmark database when it does not exist yet."""
-    import psycopg
-
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
-    if "bench" not in name:
-        sys.exit(f"refusing to use database {name!r}: its name must contain 'bench'")
-    admin_url = parsed._replace(path="/postgres").geturl()
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def django_setup(url: str) -> None:

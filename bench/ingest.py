@@ -3,7 +3,7 @@
     DATABASE_URL=postgres://USER@HOST:5432/incentive_bench python bench/ingest.py
 
 Needs a PostgreSQL database reserved for the benchmark (its name must contain "bench"; it is
-migrated here and its daily stats are truncated) and `psql` on the PATH. Steps:
+created if missing, migrated here and its daily stats are truncated) and `psql` on the PATH. Steps:
 
 1. make daily_stats.csv (--rows, default 1,000,000; advertisers x 5 scenarios x 20 days) with
    matching scenarios.csv and advertisers.csv, vectorised with numpy and pyarrow; or take them
@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
+from bench_database import database_ensure
 
 SCENARIOS = ("sponsored_search", "news_feed", "display", "star_shop", "live_stream")
 KINDS = ("search", "feed", "display", "shop", "live")
@@ -226,8 +227,9 @@ def main() -> int:
     args = parser.parse_args()
 
     url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")) or "bench" not in url.rsplit("/")[-1]:
+    if not url:
         sys.exit("Set DATABASE_URL to a PostgreSQL database whose name contains 'bench'.")
+    database_ensure(url)
     django_setup()
     from django.core.management import call_command
 

@@ -31,29 +31,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
+
+from bench_database import database_ensure
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/incentive_bench_predict"
 TARGET_PAIRS_PER_S = 5000.0
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def database_ensure(url: str) -> None:
-    """Create the benchmark database when it does not exist yet."""
-    import psycopg
-    from psycopg import sql
-
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
-    if "bench" not in name:
-        sys.exit(
-            f"refusing to use database {name!r}: a benchmark database name must contain 'bench'."
-        )
-    admin = parsed._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def setup_django(url: str, artifact_dir: Path) -> None:
