@@ -3,8 +3,8 @@
     L = sum_t lambda_t * (1/N) sum_i (y_hat_i^t - y_i^t log y_hat_i^t)       (eq. 19, 20)
         + alpha_meta * ||W_meta||^2 + alpha_other * ||W_other||^2            (eq. 19)
 
-W_meta are the parameters of every meta unit (the generators w_gen = [V_w; v_w] and
-b_gen = [V_b; v_b] of eq. 11-12, whole) and W_other every other weight (linear and grouped
+W_meta are the parameters of every meta unit (V_w, v_w, V_b and v_b of eq. 11-12: w_gen,
+w_base, b_gen and b_base of each MetaLayer) and W_other every other weight (linear and grouped
 weights, embeddings, positional embeddings, cross-stitch matrices); the biases of ordinary
 layers are not penalised. The paper uses one alpha for both terms; the two are kept apart so a
 trainer may give the meta unit its own. `meta_parameter_names` tells which parameters are which.
