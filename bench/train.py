@@ -15,7 +15,9 @@ falls on both alike; the median round counts. It prints:
   float32 matmul rate of this machine measured in the same run, and the share of that rate the
   training step achieves;
 - MMoE's FLOPs per sample and its share of the matmul rate, and the ratio M2M would reach if
-  it ran at MMoE's FLOP/s: how much of the gap is arithmetic rather than efficiency.
+  it ran at MMoE's FLOP/s: how much of the gap is arithmetic rather than efficiency;
+- the share of the matmul rate M2M would need for the target, and the ratio it would reach
+  if its whole training step ran at the matmul rate.
 
 Exit status 1 with --check when the ratio misses the target. No database is needed.
 """
@@ -177,6 +179,12 @@ def main() -> None:
         f"MMoE FLOPs per training sample: {mmoe_flops / 1e6:,.1f} MFLOP, at"
         f" {mmoe * mmoe_flops / peak:.0%} of the matmul rate; at MMoE's FLOP/s, M2M's"
         f" FLOPs alone would give {mmoe_flops / flops:.2f}x"
+    )
+    needed = TARGET_RATIO * mmoe * flops / peak
+    print(
+        f"for {TARGET_RATIO}x M2M would have to run at {needed:.0%} of the matmul rate"
+        f" ({needed / (mmoe * mmoe_flops / peak):.2f}x MMoE's share); at 100% it would reach"
+        f" {peak / flops / mmoe:.2f}x"
     )
     if args.check and ratio < TARGET_RATIO:
         sys.exit(1)

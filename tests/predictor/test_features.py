@@ -119,6 +119,32 @@ def test_it_loads_every_row_into_the_cube(history):
     assert cube.values[..., features.CH["clicks"]].sum() == total_clicks
 
 
+@pytest.mark.parametrize("pk_range", [False, True])
+def test_it_reads_every_counter_as_stored_cents_included(history, pk_range):
+    adv = history["advertisers"][2]
+    changed = DailyStat.objects.filter(advertiser=adv, date=_day(2)).update(
+        expenditure="1234.57", gmv="98765.43", impressions=2**40 + 3
+    )
+    assert changed == 2  # search and display
+    pks = features.scenarios_load().pks
+    window = (adv.pk, adv.pk + 2) if pk_range else None
+    cube = features.cube_load(
+        start=_day(1), end=_day(DAYS - 1), scenario_pks=pks, advertiser_pk_range=window
+    )
+    stored = DailyStat.objects.filter(date__gte=_day(1))
+    if window:
+        stored = stored.filter(advertiser_id__gte=window[0], advertiser_id__lt=window[1])
+    expected = np.zeros_like(cube.values)
+    for row in stored.values("advertiser_id", "scenario_id", "date", *features.COUNTERS):
+        a = int(np.searchsorted(cube.advertiser_pks, row["advertiser_id"]))
+        s = int(np.searchsorted(pks, row["scenario_id"]))
+        day = (row["date"] - _day(1)).days
+        expected[a, s, day] = [float(row[c]) for c in features.COUNTERS]
+    assert len(cube.advertiser_pks) == (2 if pk_range else 6)
+    np.testing.assert_array_equal(cube.values, expected)
+    assert cube.values[..., features.CH["expenditure"]].max() == np.float32(1234.57)
+
+
 def test_it_sums_targets_over_the_next_seven_days(history):
     as_of = _day(50)
     _, samples = _samples([as_of])
