@@ -187,10 +187,11 @@ def test_the_train_command_registers_and_activates(world, capsys):
     call_command(
         "train",
         *("--model", "m2m", "--epochs", "1", *SMALL_RUN),
-        *("--hparams", '{"d_view": 16, "n_experts": 2}', "--activate"),
+        *("--hparams", '{"d_view": 16, "n_experts": 2}', "--l2", "1e-4", "--activate"),
     )
     assert "test NMAE" in capsys.readouterr().out
-    assert selectors.model_version_active(kind="m2m") is not None
+    active = selectors.model_version_active(kind="m2m")
+    assert active is not None and active.hyperparameters["l2"] == 1e-4
 
 
 def test_the_evaluate_command_writes_table_4_without_registering_models(world, tmp_path: Path):

@@ -42,6 +42,12 @@ def add_training_arguments(parser: CommandParser) -> None:
         " default 1/d, where d is the width of the scenario knowledge",
     )
     parser.add_argument(
+        "--l2",
+        type=float,
+        default=defaults.l2,
+        help="alpha of eq. 19: the weight of the L2 penalty on the meta-unit and the other weights",
+    )
+    parser.add_argument(
         "--patience",
         type=int,
         default=defaults.patience,
@@ -92,6 +98,7 @@ def train_options(options: dict[str, Any], **overrides: Any) -> services.TrainOp
         "seed": options["seed"],
         "device": options["device"],
         "patience": options["patience"],
+        "l2": options["l2"],
         "generator_lr_scale": options["generator_lr_scale"],
         "select_by": options["select_by"],
         "task_weighting": options["task_weighting"],
