@@ -153,6 +153,15 @@ class Arm(models.Model):
         CONTROL = "control"
         TREATMENT = "treatment"
 
+    class Targeting(models.TextChoices):
+        # What the arm's campaign does with its advertisers. NONE: no tasks (a holdout arm);
+        # EXTERNAL: the caller produces the tasks and records the targets itself.
+        NONE = "none", "No tasks"
+        RANDOM = "random", "Random eligible advertisers"
+        LEAST_ACTIVITY = "least_activity", "Least predicted activity first"
+        UPLIFT = "uplift", "Uplift allocation"
+        EXTERNAL = "external", "Targets chosen outside the platform"
+
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="arms")
     role = models.CharField(max_length=16, choices=Role.choices)
     name = models.CharField(max_length=100)
@@ -171,6 +180,9 @@ class Arm(models.Model):
         help_text="Pin a version instead of a kind.",
     )
     weight = models.FloatField(default=0.5, validators=[MinValueValidator(0.0)])
+    targeting = models.CharField(
+        max_length=16, choices=Targeting.choices, default=Targeting.LEAST_ACTIVITY
+    )
     # The campaigns.Campaign this arm's tasks belong to (set when the experiment starts). A plain
     # id rather than a foreign key: the A/B module reads campaigns through its services only.
     campaign_id = models.BigIntegerField(null=True, blank=True, editable=False)

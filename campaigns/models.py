@@ -157,6 +157,12 @@ class Campaign(models.Model):
         THRESHOLD = "threshold", "Predicted active days at or below a threshold"
         BOTTOM_N = "bottom_n", "The N eligible advertisers with the lowest predicted activity"
 
+    class Targeting(models.TextChoices):
+        # How the campaign picks its advertisers and offers among the eligible ones.
+        LEAST_ACTIVITY = "least_activity", "Least predicted activity first"
+        UPLIFT = "uplift", "Uplift allocation under the budget"
+        RANDOM = "random", "Random eligible advertisers (exploration)"
+
     name = models.CharField(max_length=200)
     scenarios = models.ManyToManyField(
         Scenario, blank=True, related_name="+", help_text="Scope. Empty: all scenarios."
@@ -171,6 +177,9 @@ class Campaign(models.Model):
         ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     policy = models.CharField(max_length=16, choices=Policy.choices, default=Policy.BOTTOM_N)
+    targeting = models.CharField(
+        max_length=16, choices=Targeting.choices, default=Targeting.LEAST_ACTIVITY
+    )
     threshold = models.DecimalField(
         max_digits=7,
         decimal_places=2,

@@ -75,6 +75,13 @@ class Prediction(models.Model):
     active_days = models.FloatField()
     impressions = models.FloatField()
     gmv = models.FloatField()
+    # The predictive distribution: P(no active day in the horizon) and 80% intervals
+    # (10th and 90th percentiles). NULL for versions without a distributional head.
+    p_inactive = models.FloatField(null=True, blank=True)
+    expenditure_p10 = models.FloatField(null=True, blank=True)
+    expenditure_p90 = models.FloatField(null=True, blank=True)
+    clicks_p10 = models.FloatField(null=True, blank=True)
+    clicks_p90 = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now=True)
 
     class Meta:
