@@ -393,3 +393,109 @@ def test_it_replaces_a_drafts_arms_and_not_a_running_ones(produced):
     assert [a.name for a in arms] == ["single-task", "no-tasks", "random"]
     with pytest.raises(ValidationError, match="fixed once it starts"):
         services.experiment_arms_set(experiment=produced, arms=lab_arms())
+
+
+# --- admin --------------------------------------------------------------------------------
+
+
+def _change_form(experiment: Experiment, arms: list[dict]) -> dict:
+    from django.urls import reverse  # noqa: F401  (kept next to its use below)
+
+    data = {
+        "key": experiment.key, "hypothesis": "", "population_filter": "{}", "holdout_share": "0",
+        "template_ids": "[]", "budget_per_arm": "0", "pre_period_days": "28",
+        "evaluation_days": "7", "alpha": "0.05", "expected_relative_lift": "0.05",
+        "arms-TOTAL_FORMS": str(len(arms)), "arms-INITIAL_FORMS": str(experiment.arms.count()),
+        "arms-MIN_NUM_FORMS": "0", "arms-MAX_NUM_FORMS": "6",
+    }  # fmt: skip
+    for i, arm in enumerate(arms):
+        for field, value in arm.items():
+            data[f"arms-{i}-{field}"] = value
+        data[f"arms-{i}-experiment"] = str(experiment.pk)
+    return data
+
+
+def _existing(experiment: Experiment) -> list[dict]:
+    return [
+        {"id": str(a.pk), "name": a.name, "role": a.role, "targeting": a.targeting,
+         "model_kind": a.model_kind, "model_version": "", "weight": str(a.weight)}
+        for a in experiment.arms.order_by("position")
+    ]  # fmt: skip
+
+
+def test_it_adds_arms_to_a_draft_through_the_admin_inline(admin_client):
+    from django.urls import reverse
+
+    experiment = services.experiment_create(key="admin-k")
+    arms = [*_existing(experiment),
+            {"id": "", "name": "holdout-arm", "role": "treatment", "targeting": "none",
+             "model_kind": "", "model_version": "", "weight": "0.5"}]  # fmt: skip
+    response = admin_client.post(
+        reverse("admin:abtest_experiment_change", args=[experiment.pk]),
+        _change_form(experiment, arms),
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert list(experiment.arms.order_by("position").values_list("name", "targeting")) == [
+        ("single-task", "least_activity"), ("m2m", "least_activity"), ("holdout-arm", "none"),
+    ]  # fmt: skip
+    experiment.refresh_from_db()
+    assert set(experiment.plan["arm_sizes"]) == {"single-task", "m2m", "holdout-arm"}
+
+
+def test_it_shows_a_second_control_as_an_inline_error(admin_client):
+    from django.urls import reverse
+
+    experiment = services.experiment_create(key="admin-two-controls")
+    arms = [*_existing(experiment),
+            {"id": "", "name": "another", "role": "control", "targeting": "least_activity",
+             "model_kind": "m2m", "model_version": "", "weight": "0.5"}]  # fmt: skip
+    response = admin_client.post(
+        reverse("admin:abtest_experiment_change", args=[experiment.pk]),
+        _change_form(experiment, arms),
+    )
+    assert response.status_code == 200
+    assert "exactly one arm must have role" in response.content.decode()
+    assert experiment.arms.count() == 2
+
+
+def test_it_renders_the_arm_by_arm_report(admin_client, k_report):
+    from django.urls import reverse
+
+    experiment = Experiment.objects.get(key="k-report")
+    body = admin_client.get(reverse("admin:abtest_experiment_report", args=[experiment.pk]))
+    body = body.content.decode()
+    for name in ("base", "none", "m2m", "m2m-uplift"):
+        assert f'<tr data-arm="{name}">' in body
+    assert 'data-row="m2m-uplift-itt-arpu-cuped"' in body
+    assert 'id="verdicts"' in body and k_report["verdicts"][0]["text"] in body
+    assert 'id="metric-legend"' in body and "numerator" in body
+    assert 'id="incremental"' in body
+    # the no-task arm has no targets: its targeted comparison is not estimable, with the reason
+    assert 'data-field="not_estimable">not estimable: too few advertisers' in body
+
+
+def test_it_exports_standard_errors_alpha_srm_and_the_daily_series(admin_client, k_report):
+    import csv
+    import io
+
+    from django.urls import reverse
+
+    experiment = Experiment.objects.get(key="k-report")
+    response = admin_client.get(reverse("admin:abtest_experiment_report_csv",
+                                        args=[experiment.pk]))  # fmt: skip
+    summary, daily = response.content.decode().split("\r\n\r\n")
+    rows = list(csv.DictReader(io.StringIO(summary)))
+    assert len(rows) == len(k_report["rows"])
+    row = next(r for r in rows if (r["arm"], r["metric"], r["population"], r["adjustment"])
+               == ("m2m", "arpu", "itt", "none"))  # fmt: skip
+    json_row = next(r for r in k_report["rows"] if analysis.row_id(r) == "m2m-itt-arpu-none")
+    assert float(row["relative_se"]) == pytest.approx(json_row["relative"]["se"])
+    assert float(row["absolute_se"]) == pytest.approx(json_row["absolute"]["se"])
+    assert (row["alpha"], row["p_value_of"]) == ("0.05", "relative")
+    assert float(row["srm_p_value"]) == pytest.approx(k_report["srm"]["p_value"])
+    series = list(csv.DictReader(io.StringIO(daily)))
+    assert len(series) == 7 * len(k_report["daily"]["series"])
+    last = next(s for s in k_report["daily"]["series"] if s["group"] == "m2m"
+                and s["population"] == "itt")  # fmt: skip
+    shown = [r for r in series if (r["group"], r["population"]) == ("m2m", "itt")]
+    assert float(shown[-1]["cumulative_arpu"]) == pytest.approx(last["arpu"][-1])
