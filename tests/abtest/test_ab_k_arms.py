@@ -499,3 +499,22 @@ def test_it_exports_standard_errors_alpha_srm_and_the_daily_series(admin_client,
                 and s["population"] == "itt")  # fmt: skip
     shown = [r for r in series if (r["group"], r["population"]) == ("m2m", "itt")]
     assert float(shown[-1]["cumulative_arpu"]) == pytest.approx(last["arpu"][-1])
+
+
+def test_it_prints_the_k_arm_table_with_the_holm_column(k_report):
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("experiment_report", "k-report", stdout=out)
+    text = out.getvalue()
+    assert "Holm p" in text
+    for name in ("base", "none", "m2m", "m2m-uplift"):
+        assert any(line.startswith(f"{name} ") for line in text.splitlines())
+    row = next(r for r in k_report["rows"] if analysis.row_id(r) == "m2m-itt-arpu-none")
+    line = next(ln for ln in text.splitlines() if ln.startswith("m2m ") and " itt " in ln
+                and "ARPU" in ln and "Net" not in ln)  # fmt: skip
+    assert line.split()[-2] == f"{row['p_value_holm']:.4f}"
+    assert k_report["verdicts"][0]["text"] in text
+    assert "Incremental against the no-task arm 'none'" in text
