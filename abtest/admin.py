@@ -77,9 +77,17 @@ def display_rows(report: dict) -> list[dict]:
                 "not_estimable": row.get("not_estimable"),
                 "relative_not_estimable": row.get("relative_not_estimable"),
                 "n": f"{row['control']['n']} / {row['treatment']['n']}",
+                "adjustment": row["adjustment"],
+                "capped": row["capped"],
+                "has_cuped": row["metric"] in _CUPED_METRICS,
+                "cappable": row["metric"] in _CAPPABLE_METRICS,
             }
         )  # fmt: skip
     return out
+
+
+_CUPED_METRICS = {metric.key for metric in analysis.METRICS if metric.pre is not None}
+_CAPPABLE_METRICS = {metric.key for metric in analysis.METRICS if metric.cappable}
 
 
 def _ci(estimate: dict | None, spec: str) -> str:

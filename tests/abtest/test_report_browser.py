@@ -149,7 +149,8 @@ def test_it_shows_the_same_numbers_as_the_json_api(browser, live_server, experim
     not_estimable = 0
     for tr in page_rows:
         row = json_rows[tr.get_attribute("data-row")]
-        cell = {td.get_attribute("data-field"): td.text
+        # textContent: the switches hide all but one population and adjustment at a time
+        cell = {td.get_attribute("data-field"): td.get_attribute("textContent").strip()
                 for td in tr.find_elements(By.CSS_SELECTOR, "td[data-field]")}  # fmt: skip
         mean_places = 1e-4  # proportions show 2 decimals of a percent, means 4 decimals
         assert _close(cell["control"], row["control"]["mean"], mean_places), cell
@@ -167,6 +168,22 @@ def test_it_shows_the_same_numbers_as_the_json_api(browser, live_server, experim
         assert _close(cell["p_value_holm"], row["p_value_holm"], 1e-4), cell
         assert cell["significant"] == ("yes" if row["significant"] else "no")
         assert cell["n"] == f"{row['control']['n']} / {row['treatment']['n']}"
+
+    def shown() -> set[tuple[str, str, bool]]:
+        return {(json_rows[tr.get_attribute("data-row")]["population"],
+                 json_rows[tr.get_attribute("data-row")]["adjustment"],
+                 json_rows[tr.get_attribute("data-row")]["capped"])
+                for tr in page_rows if tr.is_displayed()}  # fmt: skip
+
+    # one row per arm and metric: whole arms, CUPED (unadjusted where a metric has no CUPED)
+    assert shown() == {("itt", "cuped", False), ("itt", "none", False)}
+    visible = [tr for tr in page_rows if tr.is_displayed()]
+    assert len(visible) == 3 * 6  # three treatment arms x six metrics
+    browser.find_element(By.CSS_SELECTOR, 'label[for="ab-pop-targeted"]').click()
+    browser.find_element(By.CSS_SELECTOR, 'label[for="ab-adj-none"]').click()
+    browser.find_element(By.CSS_SELECTOR, 'label[for="ab-capped"]').click()
+    assert shown() == {("targeted", "none", True), ("targeted", "none", False)}
+    assert sum(tr.is_displayed() for tr in page_rows) == 3 * 6
 
     # every targeted comparison of the no-task arm, and only those
     assert not_estimable == sum(
