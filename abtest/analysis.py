@@ -146,7 +146,7 @@ def _row(
     theta = None
     if cuped:
         comparison, theta = stats.compare_cuped(
-            moments_a, moments_b, proportion=metric.proportion, alpha=alpha
+            moments_a, moments_b, proportion=metric.proportion, alpha=alpha, metric=metric.key
         )
     else:
         a_sum = moments_a.summary(proportion=metric.proportion)
@@ -165,6 +165,8 @@ def _row(
         "relative": _estimate_dict(comparison.relative),
         "p_value": _clean(headline.p_value),
         "theta": _clean(theta),
+        "not_estimable": comparison.not_estimable,
+        "relative_not_estimable": comparison.relative_not_estimable,
     }
 
 
