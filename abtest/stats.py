@@ -282,16 +282,18 @@ def compare(a: Summary, b: Summary, *, alpha: float = DEFAULT_ALPHA) -> Comparis
     """
     reason = not_estimable_reason(a, b)
     if reason:
-        return Comparison(a, b, absolute=_undefined(b.mean - a.mean), relative=None,
-                          not_estimable=reason)  # fmt: skip
+        return Comparison(
+            a, b, absolute=_undefined(b.mean - a.mean), relative=None, not_estimable=reason
+        )
     df = welch_df(var_a=a.variance, n_a=a.n, var_b=b.variance, n_b=b.n)
     absolute = _estimate(b.mean - a.mean, a.variance / a.n + b.variance / b.n, df, alpha)
     relative_reason = relative_not_estimable_reason(a.mean)
     relative = None
     if relative_reason is None:
         relative = _estimate((b.mean - a.mean) / a.mean, relative_variance(a, b), df, alpha)
-    return Comparison(a, b, absolute=absolute, relative=relative,
-                      relative_not_estimable=relative_reason)  # fmt: skip
+    return Comparison(
+        a, b, absolute=absolute, relative=relative, relative_not_estimable=relative_reason
+    )
 
 
 # --- CUPED ---------------------------------------------------------------------------------
@@ -377,10 +379,16 @@ def compare_cuped(
     pooled = a + b
     pooled_mean_x = pooled.sum_x / pooled.n if pooled.n else 0.0
     adjusted_a, adjusted_b = (
-        cuped_summary(m, theta=theta, pooled_mean_x=pooled_mean_x, proportion=proportion,
-                      metric=metric, arm=arm)
+        cuped_summary(
+            m,
+            theta=theta,
+            pooled_mean_x=pooled_mean_x,
+            proportion=proportion,
+            metric=metric,
+            arm=arm,
+        )
         for m, arm in ((a, "control"), (b, "treatment"))
-    )  # fmt: skip
+    )
     base = compare(adjusted_a, adjusted_b, alpha=alpha)
     if base.not_estimable:
         return base, theta
@@ -715,8 +723,9 @@ def sequential_estimate(
     n = float(n_total)
     s2 = estimate.se**2 * n
     spread = n * rho**2 + 1.0
-    half = math.sqrt(s2) * math.sqrt(2.0 * spread * math.log(math.sqrt(spread) / alpha)
-                                     / (n * rho) ** 2)  # fmt: skip
+    half = math.sqrt(s2) * math.sqrt(
+        2.0 * spread * math.log(math.sqrt(spread) / alpha) / (n * rho) ** 2
+    )
     t2 = estimate.value**2 * n / estimate.se**2
     log_e = rho**2 * t2 / (2.0 * spread) - 0.5 * math.log(spread)
     p_value = math.exp(-log_e) if log_e > 0 else 1.0
@@ -843,11 +852,12 @@ def compare_bayesian(
     absolute_prior = prior
     if prior.proper:
         absolute_prior = GaussianPrior(prior.mean * abs(base), prior.variance * base**2, True)
-    relative = comparison.relative
+    relative = None
+    if comparison.relative is not None:
+        relative = bayesian_estimate(comparison.relative, prior=prior, alpha=alpha)
     return BayesianComparison(
         absolute=bayesian_estimate(comparison.absolute, prior=absolute_prior, alpha=alpha),
-        relative=None if relative is None else bayesian_estimate(relative, prior=prior,
-                                                                  alpha=alpha),
+        relative=relative,
         not_estimable=comparison.not_estimable,
         relative_not_estimable=comparison.relative_not_estimable,
-    )  # fmt: skip
+    )
