@@ -202,14 +202,16 @@ def report_rows(m: AdvertiserMetrics, *, alpha: float, winsor_quantile: float | 
                     for metric in METRICS
                     if (not capped or metric.cappable) and (not cuped or metric.pre)
                 ]
-                adjusted = stats.holm([np.nan if r["p_value"] is None else r["p_value"]
-                                       for r in family])  # fmt: skip
-                for row, p_holm in zip(family, adjusted, strict=True):
+                p_values = [np.nan if r["p_value"] is None else r["p_value"] for r in family]
+                adjusted = stats.holm(p_values)
+                fdr = stats.benjamini_hochberg(p_values)
+                for row, p_holm, p_bh in zip(family, adjusted, fdr, strict=True):
                     row.update(
                         population=population,
                         adjustment="cuped" if cuped else "none",
                         capped=capped,
                         p_value_holm=_clean(p_holm),
+                        p_value_bh=_clean(p_bh),
                         significant=bool(np.isfinite(p_holm) and p_holm < alpha),
                     )
                 rows.extend(family)
