@@ -190,7 +190,7 @@ def _row(
     theta = None
     if cuped:
         comparison, theta = stats.compare_cuped(
-            moments_a, moments_b, proportion=metric.proportion, alpha=alpha
+            moments_a, moments_b, proportion=metric.proportion, alpha=alpha, metric=metric.key
         )
     else:
         a_sum = moments_a.summary(proportion=metric.proportion)
@@ -273,13 +273,15 @@ def report_rows(m: AdvertiserMetrics, *, alpha: float, winsor_quantile: float | 
                         block.append(row)
                 for primary in (True, False):
                     family = [r for r in block if r["primary"] is primary]
-                    adjusted = stats.holm([np.nan if r["p_value"] is None else r["p_value"]
-                                           for r in family])  # fmt: skip
-                    for row, p_holm in zip(family, adjusted, strict=True):
+                    p_values = [np.nan if r["p_value"] is None else r["p_value"] for r in family]
+                    adjusted = stats.holm(p_values)
+                    fdr = stats.benjamini_hochberg(p_values)
+                    for row, p_holm, p_bh in zip(family, adjusted, fdr, strict=True):
                         row.update(
                             holm_family="primary" if primary else "secondary",
                             holm_family_size=len(family),
                             p_value_holm=_clean(p_holm),
+                            p_value_bh=_clean(p_bh),
                             significant=bool(np.isfinite(p_holm) and p_holm < alpha),
                         )
                 rows.extend(block)
