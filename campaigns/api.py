@@ -48,7 +48,7 @@ from campaigns.services import (
     messages_lease,
     request_fingerprint,
 )
-from campaigns.services.push import EVENT_STATES
+from campaigns.services.push import EVENT_STATES, EventRefused, NotLeaseHolder
 from predictor.models import ModelKind
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -338,6 +338,7 @@ class MessageLeaseApi(ApiBase):
         if data.validated_data.get("consumer"):
             owner = f"{owner}/{data.validated_data['consumer']}"
         messages = messages_lease(
+            consumer_id=request.auth.consumer_id,
             owner=owner,
             limit=data.validated_data["max"],
             lease_seconds=data.validated_data["lease_seconds"],
@@ -354,6 +355,10 @@ class MessageLeaseApi(ApiBase):
 
 class MessageEventApi(ApiBase):
     """Report a `delivered`, `opened` or `accepted` event for a message; moves its task along.
+
+    Only the consumer that holds, or last held, the message's lease may report its events
+    (403 for any other); a message never leased, or withdrawn because its task was cancelled or
+    expired, is 409.
 
     Needs an `Idempotency-Key` header: a retry with the same key and body gets the first
     answer again; the same key with another body is 422.
@@ -390,12 +395,19 @@ class MessageEventApi(ApiBase):
             200: EventOutputSerializer,
             400: FIELD_ERRORS,
             404: ErrorOutputSerializer,
-            409: OpenApiResponse(ErrorOutputSerializer, description="The task is already final."),
+            409: OpenApiResponse(
+                ErrorOutputSerializer,
+                description="The message was never leased or is withdrawn, or its task is final.",
+            ),
             415: ErrorOutputSerializer,
             422: OpenApiResponse(
                 ErrorOutputSerializer, description="The key was used with a different request."
             ),
             **ERRORS,
+            403: OpenApiResponse(
+                ErrorOutputSerializer,
+                description="The key lacks the scope, or another consumer holds the lease.",
+            ),
         },
     )
     def post(self, request: Request, message_id: str) -> Response:
@@ -410,10 +422,13 @@ class MessageEventApi(ApiBase):
                 body = message_event_record(
                     message_id=pk,
                     event_type=event["type"],
+                    consumer_id=request.auth.consumer_id,
                     actor=request.auth.name,
                     occurred_at=event.get("occurred_at"),
                 )
-            except TransitionNotAllowed as exc:
+            except NotLeaseHolder as exc:
+                return status.HTTP_403_FORBIDDEN, {"detail": str(exc)}
+            except (TransitionNotAllowed, EventRefused) as exc:
                 return status.HTTP_409_CONFLICT, {"detail": str(exc)}
             except PushMessage.DoesNotExist:
                 return status.HTTP_404_NOT_FOUND, {"detail": f"No message {pk}."}
