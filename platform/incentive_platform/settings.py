@@ -1,9 +1,11 @@
 """One settings module, driven by environment variables.
 
-With nothing set, everything runs embedded on one machine: SQLite, Celery in eager mode, DEBUG
-on and a generated development secret. Production sets DATABASE_URL, CELERY_BROKER_URL,
-SECRET_KEY, DEBUG=0 and ALLOWED_HOSTS. Any variable may also be read from a file named by
-`<NAME>_FILE` (Docker secrets).
+With nothing set, everything runs embedded on one machine: SQLite and Celery in eager mode.
+DEBUG is off unless DEBUG=1: the one switch for development and the embedded demo
+(scripts/demo.py sets it), which then also generates a throwaway secret. With DEBUG off a
+missing SECRET_KEY stops the start. Production sets DATABASE_URL, CELERY_BROKER_URL, SECRET_KEY
+and ALLOWED_HOSTS. Any variable may also be read from a file named by `<NAME>_FILE` (Docker
+secrets).
 """
 
 import os
@@ -33,7 +35,8 @@ def envint(name: str, default: str) -> int:
     return int(env(name, default))
 
 
-DEBUG = envbool("DEBUG", "1")
+# Off unless asked for: a forgotten variable must not serve tracebacks and settings pages.
+DEBUG = envbool("DEBUG", "0")
 SECRET_KEY = env("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
