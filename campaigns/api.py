@@ -10,11 +10,12 @@ from __future__ import annotations
 import functools
 import json
 from base64 import urlsafe_b64decode, urlsafe_b64encode
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
 from django.http import HttpResponse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -26,6 +27,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.mediatypes import media_type_matches
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
@@ -52,6 +54,9 @@ from campaigns.services.push import EVENT_STATES, EventRefused, NotLeaseHolder
 from predictor.models import ModelKind
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# The window an event's occurred_at may fall in: late reports, and a little clock skew.
+EVENT_MAX_AGE = timedelta(days=30)
+EVENT_MAX_AHEAD = timedelta(minutes=5)
 EVENT_TYPES = sorted(EVENT_STATES)  # named in SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]
 
 
@@ -107,10 +112,13 @@ ERRORS = {
 
 class JsonOnly(BaseContentNegotiation):
     """The API speaks JSON only, so there is no Accept header to weigh (DRF's documented
-    "ignore client content negotiation" pattern; it is measurable on the feed's hot path)."""
+    "ignore client content negotiation" pattern; it is measurable on the feed's hot path).
+    A request body must be JSON: any other Content-Type is 415."""
 
     def select_parser(self, request: Request, parsers: list) -> Any:
-        return parsers[0]
+        # A body of another media type is not guessed at: None makes DRF answer 415.
+        content_type = request.content_type
+        return next((p for p in parsers if media_type_matches(p.media_type, content_type)), None)
 
     def select_renderer(self, request: Request, renderers: list, format_suffix: str = "") -> tuple:
         return renderers[0], renderers[0].media_type
@@ -188,6 +196,19 @@ def _advertiser_or_404(advertiser_id: str) -> Advertiser:
     if advertiser is None:
         raise NotFound(f"No advertiser with advertiser_id {advertiser_id[:64]!r}.")
     return advertiser
+
+
+def occurred_at_check(value: datetime, *, now: datetime | None = None) -> datetime:
+    """An event time within EVENT_MAX_AGE before and EVENT_MAX_AHEAD after now."""
+    now = now or timezone.now()
+    earliest, latest = now - EVENT_MAX_AGE, now + EVENT_MAX_AHEAD
+    if not earliest <= value <= latest:
+        raise ValidationError(
+            f"{json_datetime(value)} is outside the accepted window {json_datetime(earliest)} "
+            f"to {json_datetime(latest)} (at most {EVENT_MAX_AGE.days} days ago, "
+            f"{int(EVENT_MAX_AHEAD.total_seconds() // 60)} minutes ahead)."
+        )
+    return value
 
 
 # --- messages ----------------------------------------------------------------------------------
@@ -368,7 +389,14 @@ class MessageEventApi(ApiBase):
 
     class EventInputSerializer(serializers.Serializer):
         type = serializers.ChoiceField(choices=EVENT_TYPES)
-        occurred_at = serializers.DateTimeField(required=False)
+        occurred_at = serializers.DateTimeField(
+            required=False,
+            help_text=f"When it happened (default: now); at most {EVENT_MAX_AGE.days} days ago "
+            f"and {int(EVENT_MAX_AHEAD.total_seconds() // 60)} minutes ahead.",
+        )
+
+        def validate_occurred_at(self, value: datetime) -> datetime:
+            return occurred_at_check(value)
 
     class EventOutputSerializer(serializers.Serializer):
         message_id = serializers.IntegerField()
