@@ -10,12 +10,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from campaigns.api_selectors import api_key_forget, api_key_hash
 from campaigns.models import ApiConsumer, ApiKey, ApiScope
-from campaigns.selectors import api_key_cache_key, api_key_hash
 
 
 def api_key_create(
@@ -55,4 +54,4 @@ def api_key_create(
 def api_key_revoke(*, api_key: ApiKey) -> None:
     ApiKey.objects.filter(pk=api_key.pk).update(is_active=False)
     api_key.is_active = False
-    cache.delete(api_key_cache_key(api_key.secret_hash))
+    api_key_forget(secret_hash=api_key.secret_hash)

@@ -153,6 +153,26 @@ SPECTACULAR_SETTINGS = {
 
 # --- Celery (DESIGN section 6) -------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
+
+# The cache holds API keys and rate-limit counters, so it must be shared by every server
+# process: CACHE_URL (Redis), by default the broker when that is Redis. Without either, the
+# embedded default keeps a per-process memory cache.
+CACHE_URL = env(
+    "CACHE_URL",
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
+)
+if CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": env("CACHE_KEY_PREFIX", "incentive"),
+            # A cache that is down must fail a request fast (a JSON 503), not hang it.
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 # No broker configured: run tasks inline, so the embedded default needs no servers.
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True

@@ -373,3 +373,12 @@ def test_it_throttles_per_key(produced, keys, client_for) -> None:
         assert [limited.get(FEED).status_code for _ in range(3)] == [200, 200, 429]
         assert int(limited.get(FEED)["Retry-After"]) > 0
         assert client_for(keys.ops).get(FEED).status_code == 200  # another key, its own count
+
+
+def test_a_key_deactivated_by_saving_it_is_refused_at_once(produced, keys, client_for) -> None:
+    client = client_for(keys.push)
+    assert client.get(FEED).status_code == 200  # the key is now cached
+    api_key = ApiKey.objects.get(name="pusher")
+    api_key.is_active = False
+    api_key.save()
+    assert client.get(FEED).status_code == 401
