@@ -19,6 +19,7 @@ from typing import Any
 from django.db import transaction
 
 from campaigns.models import ApiKey, IdempotencyRecord
+from campaigns.services.bulk import rows_update
 
 
 class IdempotencyConflict(Exception):
@@ -122,6 +123,4 @@ def idempotency_records_fill(
     """Store the answers of the fresh records of a batch, in one statement."""
     for key, record in records.items():
         record.response_status, record.response_body = outcomes[key]
-    IdempotencyRecord.objects.bulk_update(
-        list(records.values()), ["response_status", "response_body"], batch_size=500
-    )
+    rows_update(objects=list(records.values()), fields=["response_status", "response_body"])

@@ -33,6 +33,7 @@ from campaigns.models import (
     TaskState,
     TaskTransition,
 )
+from campaigns.services.bulk import rows_update
 from campaigns.services.idempotency import (
     IdempotentResponse,
     idempotency_claim_many,
@@ -145,8 +146,8 @@ def messages_events_apply(
 
     Set-based: the tasks and then the messages are locked in two statements (id order, the
     lock order of every writer), the states are worked out in memory, event after event, and
-    written back in three statements, however many events there are. A refused event changes
-    nothing; the others still apply.
+    written back in three statements (services.bulk), however many events there are. A refused
+    event changes nothing; the others still apply.
     """
     message_ids = sorted({e.message_id for e in events})
     task_ids = PushMessage.objects.filter(pk__in=message_ids).values("task_id")
@@ -204,15 +205,12 @@ def messages_events_apply(
             )
         )
     if moved:
-        IncentiveTask.objects.bulk_update(
-            list(moved.values()), ["state", *TASK_EVENT_STAMPS], batch_size=1000
-        )
+        rows_update(objects=list(moved.values()), fields=["state", *TASK_EVENT_STAMPS])
         TaskTransition.objects.bulk_create(transitions, batch_size=1000)
     if touched:
-        PushMessage.objects.bulk_update(
-            list(touched.values()),
-            ["status", "lease_expires_at", "sent_at", "opened_at", "accepted_at"],
-            batch_size=1000,
+        rows_update(
+            objects=list(touched.values()),
+            fields=["status", "lease_expires_at", "sent_at", "opened_at", "accepted_at"],
         )
     return outcomes  # forward steps never move money: no budget effect to apply
 
