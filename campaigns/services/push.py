@@ -154,11 +154,17 @@ def messages_events_apply(
     task_ids = PushMessage.objects.filter(pk__in=message_ids).values("task_id")
     tasks = {
         t.pk: t
-        for t in IncentiveTask.objects.select_for_update().filter(pk__in=task_ids).order_by("pk")
+        for t in IncentiveTask.objects.select_for_update()
+        .filter(pk__in=task_ids)
+        .only("state", *TASK_EVENT_STAMPS)
+        .order_by("pk")
     }
     messages = {
         m.pk: m
-        for m in PushMessage.objects.select_for_update().filter(pk__in=message_ids).order_by("pk")
+        for m in PushMessage.objects.select_for_update()
+        .filter(pk__in=message_ids)
+        .only(*MESSAGE_EVENT_FIELDS)
+        .order_by("pk")
     }
     now = timezone.now()
     transitions: list[dict] = []
@@ -210,15 +216,15 @@ def messages_events_apply(
         rows_update(objects=list(moved.values()), fields=["state", *TASK_EVENT_STAMPS])
         rows_insert(model=TaskTransition, rows=transitions)
     if touched:
-        rows_update(
-            objects=list(touched.values()),
-            fields=["status", "lease_expires_at", "sent_at", "opened_at", "accepted_at"],
-        )
+        rows_update(objects=list(touched.values()), fields=MESSAGE_EVENT_WRITES)
     return outcomes  # forward steps never move money: no budget effect to apply
 
 
 # The timestamps an event may stamp on a task (the forward states after created).
 TASK_EVENT_STAMPS = ("pushed_at", "delivered_at", "accepted_at")
+# What an event writes on a message, and what it reads (only these columns are loaded).
+MESSAGE_EVENT_WRITES = ["status", "lease_expires_at", "sent_at", "opened_at", "accepted_at"]
+MESSAGE_EVENT_FIELDS = ("task_id", "lease_consumer_id", *MESSAGE_EVENT_WRITES)
 
 
 def _sources(task: IncentiveTask, steps: list[str]) -> list[str]:
