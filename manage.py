@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Django's command-line entry point.
 
-A command that meets a backing service outage (database, cache, broker) prints one line naming
-it and exits with status 2; `--traceback` shows the full traceback instead.
+A command that meets a backing service outage (database, cache, broker) or a settings error
+(say, no SECRET_KEY with DEBUG off) prints one line naming it and exits with status 2;
+`--traceback` shows the full traceback instead.
 """
 
 import os
@@ -16,13 +17,17 @@ def main() -> None:
     try:
         execute_from_command_line(sys.argv)
     except Exception as exc:
+        from django.core.exceptions import ImproperlyConfigured
+
         from incentive_platform.outages import outage_of
 
         outage = outage_of(exc)
-        if outage is None or "--traceback" in sys.argv:
+        if "--traceback" in sys.argv or (
+            outage is None and not isinstance(exc, ImproperlyConfigured)
+        ):
             raise
         command = sys.argv[1] if len(sys.argv) > 1 else "manage.py"
-        sys.stderr.write(f"{command}: {outage.sentence()}\n")
+        sys.stderr.write(f"{command}: {outage.sentence() if outage else exc}\n")
         sys.exit(2)
 
 

@@ -1,24 +1,30 @@
 """Benchmark: the push-message API under gunicorn, against a bare Django JSON view.
 
-    python bench/api.py [--messages 100000] [--seconds 10] [--rounds 5] [--connections 4]
+    python bench/api.py [--messages 200000] [--seconds 10] [--rounds 5] [--connections 4]
                         [--workers 2] [--threads 4] [--port 8765]
 
 What it does:
 1. (Re)creates the PostgreSQL database `incentive_bench_api` on the server of BENCH_DATABASE_URL
    (default postgres://postgres@127.0.0.1:5432/incentive_bench_api), migrates it and loads
-   `--messages` pending push messages (advertisers, tasks, ledger, messages) with set-based SQL.
+   `--messages` push messages (advertisers, tasks, ledger, messages) with set-based SQL, all
+   leased to the benchmark key's consumer (events count only from the lease's consumer).
 2. Starts gunicorn (gthread workers) on 127.0.0.1 serving this module as the WSGI app: the
    whole project plus a bare Django JSON view at /bench/bare, same middleware, same process.
 3. Runs a bounded closed loop per endpoint: `--connections` client processes, each with one
    keep-alive HTTP/1.1 connection, `--seconds` per endpoint in all, split into `--rounds`
-   interleaved rounds (bare, feed, events, bare, ...) so that load from other programs on the
-   machine falls on every endpoint alike; each round starts with a half-second warm-up.
+   interleaved rounds (bare, feed, events, batch, bare, ...) so that load from other programs on
+   the machine falls on every endpoint alike; each round starts with a half-second warm-up.
    - bare:   GET  /bench/bare
-   - feed:   GET  /api/v1/messages?page_size=100, following `next` (a feed page of 100)
+   - feed:   GET  /api/v1/messages?page_size=100&status=all, following `next` (a page of 100)
    - events: POST /api/v1/messages/<id>/events {"type": "delivered"}, a fresh Idempotency-Key
              and a different message each time (every request moves a task and is stored)
-4. Prints requests/s, p50 and p99 latency per endpoint, the ratios to the bare view, and the
-   targets: feed p99 < 50 ms and feed requests/s >= 0.3 x bare.
+   - batch:  POST /api/v1/messages/events with 500 events: `delivered` and `opened` for each of
+             250 messages, every event with a fresh key (the first half of the messages goes to
+             `events`, the second half to `batch`; a client that runs out of its messages starts
+             over, and a repeated event is stored and answered but moves no task)
+4. Prints requests/s, p50 and p99 latency per endpoint, the ratios to the bare view, events/s
+   of the batch endpoint, and the targets: feed p99 < 50 ms, feed requests/s >= 0.3 x bare,
+   batch >= 5,000 events/s.
 
 The throttle stays on (at a rate the run cannot reach), so its cost is measured too.
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -36,6 +43,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -44,6 +52,8 @@ from django.http import HttpRequest, JsonResponse
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_DB_URL = "postgres://postgres@127.0.0.1:5432/incentive_bench_api"
 THROTTLE_RATE = "100000000/min"
+BATCH_MESSAGES = 250  # x 2 events each: 500 events per batch request, the endpoint's maximum
+BATCH_EVENTS_TARGET = 5000  # events/s
 SERVE_FLAG = "BENCH_API_SERVE"  # set for gunicorn only: importing this module then serves it
 
 
@@ -101,6 +111,7 @@ def data_load(messages: int) -> str:
     django.setup()
     from django.core.management import call_command
     from django.db import connection, transaction
+    from django.utils import timezone
 
     from advertisers.models import Advertiser, Scenario
     from campaigns.models import BudgetLedgerEntry, Campaign, IncentiveTask, PushMessage
@@ -164,7 +175,13 @@ def data_load(messages: int) -> str:
             cursor.execute(statement.format(**tables), params)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
-    secret = api_key_create(name="bench", scopes=["push", "ops"])[1]
+    api_key, secret = api_key_create(name="bench", scopes=["push", "ops"])
+    PushMessage.objects.update(
+        status=PushMessage.Status.LEASED,
+        lease_owner="bench",
+        lease_consumer_id=api_key.consumer_id,
+        lease_expires_at=timezone.now() + timedelta(days=1),
+    )
     connection.close()
     return secret
 
@@ -211,8 +228,8 @@ def _client(kind: str, port: int, secret: str, ids: range, seconds: float, out: 
     """One closed-loop client on one keep-alive connection; puts its latencies (s) on `out`."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     auth = {"Authorization": f"Api-Key {secret}"}
-    feed_start = "/api/v1/messages?page_size=100"
-    next_feed, next_id = feed_start, iter(ids)
+    feed_start = "/api/v1/messages?page_size=100&status=all"
+    next_feed, next_id = feed_start, itertools.cycle(ids)
     warm_until = time.monotonic() + 0.5
     stop = warm_until + seconds
     latencies, errors = [], 0
@@ -224,6 +241,15 @@ def _client(kind: str, port: int, secret: str, ids: range, seconds: float, out: 
             method, url, body, headers = "GET", "/bench/bare", None, {}
         elif kind == "feed":
             method, url, body, headers = "GET", next_feed, None, auth
+        elif kind == "batch":
+            events = [
+                {"message_id": message_id, "type": event_type, "idempotency_key": uuid.uuid4().hex}
+                for message_id in itertools.islice(next_id, BATCH_MESSAGES)
+                for event_type in ("delivered", "opened")
+            ]
+            body = json.dumps({"events": events}).encode()
+            headers = {**auth, "Content-Type": "application/json"}
+            method, url = "POST", "/api/v1/messages/events"
         else:
             body = b'{"type": "delivered"}'
             headers = {
@@ -239,6 +265,8 @@ def _client(kind: str, port: int, secret: str, ids: range, seconds: float, out: 
         elapsed = time.perf_counter() - started
         if response.status != 200:
             errors += 1
+        elif kind == "batch":  # every event must have been taken
+            errors += sum(r["status"] != 200 for r in json.loads(payload)["results"])
         elif kind == "feed":  # follow `next`; start over at the end of the feed
             page = json.loads(payload)
             link = urlparse(page["next"])
@@ -268,12 +296,13 @@ def load_run(
 def load_rounds(args: argparse.Namespace, secret: str, kinds: tuple[str, ...]) -> list[dict]:
     """Interleave the endpoints in rounds, so background load on a shared machine hits each
     endpoint alike; every (round, client) of the event run gets messages of its own."""
-    slot = args.messages // (args.connections * args.rounds)
+    half = args.messages // 2  # events take the first half of the messages, batch the second
+    slot = half // (args.connections * args.rounds)
     latencies: dict[str, list[float]] = {kind: [] for kind in kinds}
     errors = dict.fromkeys(kinds, 0)
     for r in range(args.rounds):
         for kind in kinds:
-            first = 1 + r * args.connections * slot
+            first = 1 + r * args.connections * slot + (half if kind == "batch" else 0)
             ranges = [
                 range(first + i * slot, first + (i + 1) * slot) for i in range(args.connections)
             ]
@@ -319,12 +348,22 @@ def report(rows: list[dict]) -> bool:
         f"target feed >= 0.3 x bare req/s: {'met' if ratio_ok else 'MISSED'} "
         f"({feed['rps'] / bare_rps:.2f} x)"
     )
-    return p99_ok and ratio_ok and not any(r["errors"] for r in rows)
+    batch = next(r for r in rows if r["endpoint"] == "batch")
+    events_per_s = batch["rps"] * BATCH_MESSAGES * 2
+    events_ok = events_per_s >= BATCH_EVENTS_TARGET
+    print(
+        f"batch events: {events_per_s:,.0f} events/s ({BATCH_MESSAGES * 2} per request; "
+        f"single events endpoint {next(r['rps'] for r in rows if r['endpoint'] == 'events'):,.0f}"
+        f"/s; bare view {bare_rps:,.0f} req/s, {events_per_s / bare_rps:.2f} events per bare "
+        "request)"
+    )
+    print(f"target batch >= {BATCH_EVENTS_TARGET:,} events/s: {'met' if events_ok else 'MISSED'}")
+    return p99_ok and ratio_ok and events_ok and not any(r["errors"] for r in rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--seconds", type=float, default=10.0, help="Per endpoint, all rounds.")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=4)
@@ -346,7 +385,7 @@ def main() -> None:
             f"{args.connections} keep-alive client connections, {args.seconds:.0f} s per endpoint "
             f"in {args.rounds} interleaved rounds"
         )
-        rows = load_rounds(args, secret, ("bare", "feed", "events"))
+        rows = load_rounds(args, secret, ("bare", "feed", "events", "batch"))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

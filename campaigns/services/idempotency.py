@@ -17,8 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from campaigns.models import ApiKey, IdempotencyRecord
+from campaigns.services.bulk import rows_insert
 
 
 class IdempotencyConflict(Exception):
@@ -83,45 +85,54 @@ def idempotency_records_purge(*, older_than: datetime) -> int:
 
 
 @dataclass(frozen=True)
-class IdempotentClaim:
-    """The outcome of claiming keys for a batch: records to fill, and stored answers."""
+class StoredAnswers:
+    """What the records say about a batch's keys: stored answers, and keys of other requests."""
 
-    fresh: dict[str, IdempotencyRecord]  # key -> the record this batch inserted
     replayed: dict[str, IdempotentResponse]  # key -> the stored answer, same request
     conflicts: dict[str, str]  # key -> why it cannot be used (another request)
 
 
-def idempotency_claim_many(*, api_key: ApiKey, fingerprints: dict[str, str]) -> IdempotentClaim:
-    """idempotent_execute for many keys at once, inside the caller's transaction.
+class IdempotencyRace(Exception):
+    """A concurrent request stored an answer for one of the keys first: run the batch again."""
 
-    Inserts a record for every key (ON CONFLICT DO NOTHING; a concurrent batch with one of the
-    keys waits on the unique index until it commits) and sorts the keys: fresh ones for the
-    caller to run and fill with `idempotency_records_fill`, replays, and conflicts.
-    """
-    IdempotencyRecord.objects.bulk_create(
-        [IdempotencyRecord(api_key=api_key, key=k, fingerprint=f) for k, f in fingerprints.items()],
-        ignore_conflicts=True,
+
+def idempotency_answers_stored(*, api_key: ApiKey, fingerprints: dict[str, str]) -> StoredAnswers:
+    """The committed records of these keys: replays of the same request, or conflicts."""
+    records = IdempotencyRecord.objects.filter(api_key=api_key, key__in=list(fingerprints)).only(
+        "key", "fingerprint", "response_status", "response_body"
     )
-    records = IdempotencyRecord.objects.filter(api_key=api_key, key__in=list(fingerprints))
-    fresh, replayed, conflicts = {}, {}, {}
+    replayed, conflicts = {}, {}
     for record in records:
-        if record.response_status == 0:
-            fresh[record.key] = record
-        elif record.fingerprint != fingerprints[record.key]:
+        if record.fingerprint != fingerprints[record.key]:
             conflicts[record.key] = str(_conflict(record.key))
         else:
             replayed[record.key] = IdempotentResponse(
                 status=record.response_status, body=record.response_body, replayed=True
             )
-    return IdempotentClaim(fresh=fresh, replayed=replayed, conflicts=conflicts)
+    return StoredAnswers(replayed=replayed, conflicts=conflicts)
 
 
-def idempotency_records_fill(
-    *, records: dict[str, IdempotencyRecord], outcomes: dict[str, tuple[int, dict]]
+def idempotency_answers_store(
+    *, api_key: ApiKey, answers: dict[str, tuple[str, int, dict]]
 ) -> None:
-    """Store the answers of the fresh records of a batch, in one statement."""
-    for key, record in records.items():
-        record.response_status, record.response_body = outcomes[key]
-    IdempotencyRecord.objects.bulk_update(
-        list(records.values()), ["response_status", "response_body"], batch_size=500
-    )
+    """Store key -> (fingerprint, status, body) in one statement, inside the caller's transaction.
+
+    A key another request stored meanwhile (its insert commits first; ours waits on the unique
+    index, then skips the row) raises IdempotencyRace: the caller rolls back and runs again,
+    and then replays that answer. So every key's work is kept once.
+    """
+    now = timezone.now()
+    rows = [
+        {
+            "api_key_id": api_key.pk,
+            "key": key,
+            "fingerprint": fingerprint,
+            "response_status": status,
+            "response_body": body,
+            "created_at": now,
+        }
+        for key, (fingerprint, status, body) in answers.items()
+    ]
+    inserted = rows_insert(model=IdempotencyRecord, rows=rows, skip_conflicts=True, returning="key")
+    if len(inserted) != len(rows):
+        raise IdempotencyRace(f"{len(rows) - len(inserted)} key(s) were stored concurrently.")

@@ -33,10 +33,12 @@ from campaigns.models import (
     TaskState,
     TaskTransition,
 )
+from campaigns.services.bulk import rows_insert, rows_update
 from campaigns.services.idempotency import (
+    IdempotencyRace,
     IdempotentResponse,
-    idempotency_claim_many,
-    idempotency_records_fill,
+    idempotency_answers_store,
+    idempotency_answers_stored,
 )
 from campaigns.services.tasks import tasks_transition_bulk
 
@@ -145,21 +147,27 @@ def messages_events_apply(
 
     Set-based: the tasks and then the messages are locked in two statements (id order, the
     lock order of every writer), the states are worked out in memory, event after event, and
-    written back in three statements, however many events there are. A refused event changes
-    nothing; the others still apply.
+    written back in three statements (services.bulk), however many events there are. A refused
+    event changes nothing; the others still apply.
     """
     message_ids = sorted({e.message_id for e in events})
     task_ids = PushMessage.objects.filter(pk__in=message_ids).values("task_id")
     tasks = {
         t.pk: t
-        for t in IncentiveTask.objects.select_for_update().filter(pk__in=task_ids).order_by("pk")
+        for t in IncentiveTask.objects.select_for_update()
+        .filter(pk__in=task_ids)
+        .only("state", *TASK_EVENT_STAMPS)
+        .order_by("pk")
     }
     messages = {
         m.pk: m
-        for m in PushMessage.objects.select_for_update().filter(pk__in=message_ids).order_by("pk")
+        for m in PushMessage.objects.select_for_update()
+        .filter(pk__in=message_ids)
+        .only(*MESSAGE_EVENT_FIELDS)
+        .order_by("pk")
     }
     now = timezone.now()
-    transitions: list[TaskTransition] = []
+    transitions: list[dict] = []
     moved: dict[int, IncentiveTask] = {}
     touched: dict[int, PushMessage] = {}
     outcomes = []
@@ -180,13 +188,14 @@ def messages_events_apply(
         for source, step in zip(_sources(task, steps), steps, strict=True):
             setattr(task, TIMESTAMP_FIELD[step], now)
             transitions.append(
-                TaskTransition(
-                    task=task,
-                    from_state=source,
-                    to_state=step,
-                    actor=actor,
-                    note=event.event_type,
-                )
+                {
+                    "task_id": task.pk,
+                    "from_state": source,
+                    "to_state": step,
+                    "actor": actor[:200],
+                    "note": event.event_type,
+                    "created_at": now,
+                }
             )
         if steps:
             task.state = steps[-1]
@@ -204,21 +213,18 @@ def messages_events_apply(
             )
         )
     if moved:
-        IncentiveTask.objects.bulk_update(
-            list(moved.values()), ["state", *TASK_EVENT_STAMPS], batch_size=1000
-        )
-        TaskTransition.objects.bulk_create(transitions, batch_size=1000)
+        rows_update(objects=list(moved.values()), fields=["state", *TASK_EVENT_STAMPS])
+        rows_insert(model=TaskTransition, rows=transitions)
     if touched:
-        PushMessage.objects.bulk_update(
-            list(touched.values()),
-            ["status", "lease_expires_at", "sent_at", "opened_at", "accepted_at"],
-            batch_size=1000,
-        )
+        rows_update(objects=list(touched.values()), fields=MESSAGE_EVENT_WRITES)
     return outcomes  # forward steps never move money: no budget effect to apply
 
 
 # The timestamps an event may stamp on a task (the forward states after created).
 TASK_EVENT_STAMPS = ("pushed_at", "delivered_at", "accepted_at")
+# What an event writes on a message, and what it reads (only these columns are loaded).
+MESSAGE_EVENT_WRITES = ["status", "lease_expires_at", "sent_at", "opened_at", "accepted_at"]
+MESSAGE_EVENT_FIELDS = ("task_id", "lease_consumer_id", *MESSAGE_EVENT_WRITES)
 
 
 def _sources(task: IncentiveTask, steps: list[str]) -> list[str]:
@@ -254,24 +260,50 @@ def messages_events_record_batch(
 
     One transaction: new keys run (in order), a key seen with the same request replays its
     stored answer, a key seen with another request is a 422. `answer` turns an outcome into
-    the (status, body) that is stored and returned.
+    the (status, body) that is stored and returned. Each answer is written once, with the work;
+    a concurrent request that stored one of the keys first makes this run again (and replay).
     """
+    for attempt in range(BATCH_ATTEMPTS):
+        try:
+            return _batch_record(api_key=api_key, events=events, actor=actor, answer=answer)
+        except IdempotencyRace:
+            if attempt == BATCH_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+BATCH_ATTEMPTS = 3
+
+
+def _batch_record(
+    *,
+    api_key: ApiKey,
+    events: Sequence[tuple[str, str, EventInput]],
+    actor: str,
+    answer: Callable[[EventOutcome], tuple[int, dict]],
+) -> list[IdempotentResponse]:
+    fingerprints = {key: fp for key, fp, _ in events}
     with transaction.atomic():
-        claim = idempotency_claim_many(
-            api_key=api_key, fingerprints={key: fp for key, fp, _ in events}
-        )
-        fresh = [(key, event) for key, _, event in events if key in claim.fresh]
+        stored = idempotency_answers_stored(api_key=api_key, fingerprints=fingerprints)
+        fresh = [
+            (key, event)
+            for key, _, event in events
+            if key not in stored.replayed and key not in stored.conflicts
+        ]
         applied = messages_events_apply(
             events=[event for _, event in fresh], consumer_id=api_key.consumer_id, actor=actor
         )
         outcomes = {key: answer(o) for (key, _), o in zip(fresh, applied, strict=True)}
-        idempotency_records_fill(records=claim.fresh, outcomes=outcomes)
+        idempotency_answers_store(
+            api_key=api_key,
+            answers={key: (fingerprints[key], *outcomes[key]) for key, _ in fresh},
+        )
     results = []
     for key, _, _ in events:
-        if key in claim.conflicts:
-            results.append(IdempotentResponse(422, {"detail": claim.conflicts[key]}, False))
-        elif key in claim.replayed:
-            results.append(claim.replayed[key])
+        if key in stored.conflicts:
+            results.append(IdempotentResponse(422, {"detail": stored.conflicts[key]}, False))
+        elif key in stored.replayed:
+            results.append(stored.replayed[key])
         else:
             status, body = outcomes[key]
             results.append(IdempotentResponse(status, body, False))

@@ -144,6 +144,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Incentive platform API",
     "DESCRIPTION": "Incentive tasks for the push-message system, predictions, experiment reports.",
     "VERSION": "1.0.0",
+    # Public by decision (README, "The push API"): shapes only; every operation needs a key.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_INCLUDE_SCHEMA": False,
     # Two apps have a `type`/`state` field; name their enums so the schema stays unambiguous.
     "ENUM_NAME_OVERRIDES": {
         "TaskStateEnum": "campaigns.models.TaskState",

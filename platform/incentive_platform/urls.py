@@ -1,4 +1,8 @@
-"""URL routes: the admin, the REST API under /api/v1/, the OpenAPI schema and the probes."""
+"""URL routes: the admin, the REST API under /api/v1/, the OpenAPI schema and the probes.
+
+The schema and Swagger UI are public on purpose (README, "The push API"): they describe shapes
+only, and every operation they describe needs a key. The probes need none either.
+"""
 
 from django.contrib import admin
 from django.urls import include, path

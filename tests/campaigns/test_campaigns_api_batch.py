@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
@@ -159,3 +160,30 @@ def test_its_queries_do_not_grow_with_the_number_of_events(make_campaign, push) 
     small = queries([_ev(leased[0], "delivered")])
     large = queries([_ev(m, t) for m in leased[1:] for t in ("delivered", "opened", "accepted")])
     assert large == small
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_retries_of_a_batch_apply_each_event_once(produced, client_for) -> None:
+    secret = api_key_create(name="push", scopes=[ApiScope.PUSH], consumer="A")[1]
+    lease = client_for(secret).post(LEASE, {"max": 6}, format="json")
+    leased = [m["id"] for m in lease.json()["messages"]]
+    events = [_ev(m, "accepted", f"race-{m}") for m in leased]
+    barrier, answers = threading.Barrier(3), []
+
+    def send() -> None:
+        barrier.wait()
+        answers.append(_batch(client_for(secret), *events).json()["results"])
+        connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert len(answers) == 3
+    assert all(r["status"] == 200 for results in answers for r in results)
+    replayed = sorted(sum(r["replayed"] for r in results) for results in answers)
+    assert replayed == [0, 6, 6]
+    assert TaskTransition.objects.filter(to_state="accepted").count() == 6

@@ -136,3 +136,28 @@ def test_an_outage_is_found_behind_a_wrapping_error() -> None:
 def test_the_probes_take_get_only() -> None:
     assert set(health.CHECKS) == {"database", "cache", "broker"}
     assert Client(SERVER_NAME="127.0.0.1").post("/healthz").status_code == 405
+
+
+def test_the_schema_is_public_and_every_operation_needs_a_key(db: None) -> None:
+    client = Client(SERVER_NAME="127.0.0.1")
+    response = client.get("/api/schema/?format=json")
+    assert response.status_code == 200
+    schema = json.loads(response.content)
+    operations = [op for item in schema["paths"].values() for op in item.values()]
+    assert operations
+    assert all(op.get("security") == [{"ApiKeyAuth": []}] for op in operations)
+    assert client.get("/api/schema/swagger/").status_code == 200
+
+
+def test_a_command_without_a_secret_prints_the_settings_error_in_one_line() -> None:
+    env = {k: v for k, v in _env().items() if k != "SECRET_KEY"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "manage.py"), "check"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("check: SECRET_KEY is not set and DEBUG is off")
