@@ -39,6 +39,7 @@ from campaigns.services.production import (
     round_nice,
 )
 from campaigns.services.push import message_event_record, messages_lease
+from campaigns.services.uplift import uplift_model_train
 from campaigns.services.settlement import SettlementResult, tasks_settle
 from campaigns.services.tasks import (
     TransitionBatch,

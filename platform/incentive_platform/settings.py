@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "predictor",
     "campaigns",
     "abtest",
+    "lab",
 ]
 
 MIDDLEWARE = [
