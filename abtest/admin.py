@@ -18,7 +18,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from abtest import analysis, charts, services
-from abtest.models import Arm, Assignment, Experiment
+from abtest.models import MAX_ARMS, Arm, Assignment, Experiment
 from abtest.selectors import experiment_report
 
 CREATE_FIELDS = (
@@ -55,10 +55,11 @@ def display_rows(report: dict) -> list[dict]:
         mean_spec = ".2%" if row["type"] == "proportion" else ".4f"
         absolute = row["absolute"] or {}
         relative = row["relative"] or {}
+        p_of = row.get("p_value_of", "relative" if row["relative"] else "absolute")
         out.append(
             {
-                "id": f"{row['population']}-{row['metric']}-{row['adjustment']}"
-                f"{'-capped' if row['capped'] else ''}",
+                "id": analysis.row_id({"arm": row.get("arm", "treatment"), **row}),
+                "arm": row.get("arm", "treatment"),
                 "label": row["label"],
                 "population": row["population"],
                 "variant": _variant(row),
@@ -67,14 +68,50 @@ def display_rows(report: dict) -> list[dict]:
                 "treatment": _fmt(row["treatment"]["mean"], mean_spec),
                 "absolute": _fmt(absolute.get("value"), "+.4f"),
                 "relative": _fmt(relative.get("value"), "+.2%"),
-                "ci": _interval(relative, "+.2%") if relative else _interval(absolute, "+.4f"),
+                "ci": _interval(relative, "+.2%") if p_of == "relative" else _interval(absolute,
+                                                                                      "+.4f"),
+                "p_of": p_of,
                 "p_value": _p(row["p_value"]),
                 "p_value_holm": _p(row["p_value_holm"]),
                 "significant": row["significant"],
+                "not_estimable": row.get("not_estimable"),
+                "relative_not_estimable": row.get("relative_not_estimable"),
                 "n": f"{row['control']['n']} / {row['treatment']['n']}",
+                "adjustment": row["adjustment"],
+                "capped": row["capped"],
+                "has_cuped": row["metric"] in _CUPED_METRICS,
+                "cappable": row["metric"] in _CAPPABLE_METRICS,
             }
-        )
+        )  # fmt: skip
     return out
+
+
+_CUPED_METRICS = {metric.key for metric in analysis.METRICS if metric.pre is not None}
+_CAPPABLE_METRICS = {metric.key for metric in analysis.METRICS if metric.cappable}
+
+
+def _ci(estimate: dict | None, spec: str) -> str:
+    if not estimate or estimate.get("value") is None:
+        return "n/a"
+    return f"{format(estimate['value'], spec)} {_interval(estimate, spec)}"
+
+
+def display_incremental(report: dict) -> list[dict]:
+    """The incremental-effects table's cells: each figure with its 95% interval."""
+    section = report.get("incremental_vs_no_task_arm") or {}
+    return [
+        {
+            "arm": arm["arm"],
+            "n": arm["n"],
+            "reward_spent": arm["reward_spent"],
+            "active": _ci(arm["incremental_active"], "+.1f"),
+            "net_revenue": _ci(arm["incremental_net_revenue"], "+,.2f"),
+            "active_per_1000": _ci(arm["incremental_active_per_1000"], "+.2f"),
+            "net_revenue_per_1000": _ci(arm["incremental_net_revenue_per_1000"], "+,.2f"),
+            "not_estimable": arm["not_estimable"],
+        }
+        for arm in section.get("arms", [])
+    ]
 
 
 class ExperimentForm(forms.ModelForm):
@@ -109,20 +146,62 @@ class ExperimentForm(forms.ModelForm):
         return data
 
 
+def _arm_spec(data: dict) -> services.ArmSpec:
+    return services.ArmSpec(
+        name=(data.get("name") or "").strip(),
+        role=data.get("role") or Arm.Role.TREATMENT,
+        model_kind=data.get("model_kind") or "",
+        model_version=data.get("model_version"),
+        weight=data.get("weight") if data.get("weight") is not None else 1.0,
+        targeting=data.get("targeting") or Arm.Targeting.LEAST_ACTIVITY,
+    )
+
+
+class ArmFormSet(forms.BaseInlineFormSet):
+    """Checks the arms as a set with the service's rules (one control, unique names, ...)."""
+
+    def specs(self) -> list[services.ArmSpec]:
+        return [
+            _arm_spec(form.cleaned_data)
+            for form in self.forms
+            if form.cleaned_data and not form.cleaned_data.get("DELETE")
+        ]
+
+    def clean(self) -> None:
+        super().clean()
+        if any(form.errors for form in self.forms):
+            return
+        try:
+            services.arm_specs_validate(self.specs())
+        except ValidationError as exc:
+            raise ValidationError(exc.messages) from exc
+
+    def validate_unique(self) -> None:
+        pass  # names and the one control are checked as a set in clean()
+
+
 class ArmInline(admin.TabularInline):
+    """A draft's arms (control plus up to five treatments); frozen once the experiment runs."""
+
     model = Arm
+    formset = ArmFormSet
     extra = 0
-    max_num = 2
-    can_delete = False
-    fields = ("role", "name", "model_kind", "model_version", "weight", "campaign_id")
-    readonly_fields = ("campaign_id",)
+    max_num = MAX_ARMS
+    fields = ("position", "name", "role", "targeting", "model_kind", "model_version", "weight",
+              "campaign_id")  # fmt: skip
+    readonly_fields = ("position", "campaign_id")
+
+    def _draft(self, obj: Experiment | None) -> bool:
+        return obj is None or obj.status == Experiment.Status.DRAFT
 
     def has_change_permission(self, request: HttpRequest, obj: Experiment | None = None) -> bool:
-        editable = obj is None or obj.status == Experiment.Status.DRAFT
-        return editable and super().has_change_permission(request, obj)
+        return self._draft(obj) and super().has_change_permission(request, obj)
 
     def has_add_permission(self, request: HttpRequest, obj: Experiment | None = None) -> bool:
-        return False  # both arms exist from creation on
+        return self._draft(obj) and super().has_add_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Experiment | None = None) -> bool:
+        return self._draft(obj) and super().has_delete_permission(request, obj)
 
 
 @admin.register(Experiment)
@@ -211,6 +290,18 @@ class ExperimentAdmin(admin.ModelAdmin):
         changed = {k: v for k, v in data.items() if k in form.changed_data and k != "key"}
         services.experiment_settings_update(experiment=obj, **changed)
 
+    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
+        if not isinstance(formset, ArmFormSet):
+            super().save_formset(request, form, formset, change)
+            return
+        # The service replaces the arms as a set; the admin's change message reads these.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        experiment = form.instance
+        if experiment.status == Experiment.Status.DRAFT and formset.has_changed():
+            formset.new_objects = services.experiment_arms_set(
+                experiment=experiment, arms=formset.specs()
+            )
+
     def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
         super().save_related(request, form, formsets, change)
         if form.instance.status == Experiment.Status.DRAFT:
@@ -278,6 +369,11 @@ class ExperimentAdmin(admin.ModelAdmin):
             "experiment": experiment,
             "report": report,
             "rows": display_rows(report),
+            "incremental": display_incremental(report),
+            "control_arm": next(
+                (a["name"] for a in report.get("arms", []) if a["role"] == Arm.Role.CONTROL), "-"
+            ),
+            "confidence": f"{1 - experiment.alpha:.0%}",
             "charts": [mark_safe(svg) for svg in charts.report_charts(report.get("daily", {}))],
             "api_url": reverse("experiment-report", args=[experiment.key]),
         }

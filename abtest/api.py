@@ -17,6 +17,7 @@ from campaigns.models import ApiScope
 
 class _EstimateSerializer(serializers.Serializer):
     value = serializers.FloatField(allow_null=True)
+    se = serializers.FloatField(allow_null=True, required=False, help_text="standard error")
     ci_low = serializers.FloatField(allow_null=True)
     ci_high = serializers.FloatField(allow_null=True)
     p_value = serializers.FloatField(allow_null=True)
@@ -28,6 +29,10 @@ class _ArmStatsSerializer(serializers.Serializer):
 
 
 class _RowSerializer(serializers.Serializer):
+    arm = serializers.CharField(
+        required=False, help_text="the treatment arm compared with the control"
+    )
+    control_arm = serializers.CharField(required=False)
     metric = serializers.CharField(help_text="active_rate, arpu, clicks, active_days, ...")
     label = serializers.CharField()
     type = serializers.CharField(help_text="proportion or mean")
@@ -42,8 +47,28 @@ class _RowSerializer(serializers.Serializer):
     absolute = _EstimateSerializer(allow_null=True)
     relative = _EstimateSerializer(allow_null=True, help_text="null when the control mean is 0")
     p_value = serializers.FloatField(allow_null=True)
+    p_value_of = serializers.ChoiceField(
+        required=False,
+        choices=["relative", "absolute"],
+        help_text="the lift the p-value and CI belong to",
+    )
     p_value_holm = serializers.FloatField(allow_null=True)
+    holm_family = serializers.ChoiceField(
+        required=False,
+        choices=["primary", "secondary"],
+        help_text="Holm corrects across arms x metrics of this family within the block",
+    )
+    holm_family_size = serializers.IntegerField(required=False)
     significant = serializers.BooleanField()
+    mde_relative = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        help_text="relative lift detectable with 80% power at this size",
+    )
+    not_estimable = serializers.CharField(
+        required=False, allow_null=True, help_text="why no lift is shown"
+    )
+    relative_not_estimable = serializers.CharField(required=False, allow_null=True)
     theta = serializers.FloatField(allow_null=True, help_text="CUPED coefficient")
 
 
@@ -80,20 +105,92 @@ class _DailySerializer(serializers.Serializer):
 
 
 class _ArmSerializer(serializers.Serializer):
-    role = serializers.CharField()
     name = serializers.CharField()
+    role = serializers.CharField()
+    targeting = serializers.CharField(
+        required=False, help_text="none, random, least_activity, uplift, external"
+    )
     model = serializers.CharField()
     weight = serializers.FloatField()
     campaign_id = serializers.IntegerField(allow_null=True)
+    n = serializers.IntegerField(required=False)
+    targets = serializers.IntegerField(required=False)
+    reward_spent = serializers.DecimalField(
+        max_digits=18, decimal_places=2, coerce_to_string=True, required=False
+    )
+    active_rate = serializers.FloatField(allow_null=True, required=False)
+    arpu = serializers.FloatField(allow_null=True, required=False)
+    net_arpu = serializers.FloatField(allow_null=True, required=False)
+
+
+class _VerdictSerializer(serializers.Serializer):
+    arm = serializers.CharField()
+    metric = serializers.CharField()
+    label = serializers.CharField()
+    text = serializers.CharField(help_text="the decision line, e.g. 'ARPU, m2m vs ...: +2.1% ...'")
+    status = serializers.ChoiceField(choices=["significant", "not_significant", "not_estimable"])
+    significant = serializers.BooleanField()
+    p_value_of = serializers.CharField()
+    p_value = serializers.FloatField(allow_null=True)
+    p_value_holm = serializers.FloatField(allow_null=True)
+    alpha = serializers.FloatField()
+    row = serializers.CharField(help_text="id of the row the verdict reads")
+
+
+class _DefinitionSerializer(serializers.Serializer):
+    metric = serializers.CharField()
+    label = serializers.CharField()
+    type = serializers.CharField()
+    primary = serializers.BooleanField()
+    numerator = serializers.CharField()
+    denominator = serializers.CharField()
+    window = serializers.CharField()
+    scope = serializers.CharField()
+    cuped_covariate = serializers.CharField(allow_null=True)
+
+
+class _IntervalSerializer(serializers.Serializer):
+    value = serializers.FloatField(allow_null=True)
+    se = serializers.FloatField(allow_null=True)
+    ci_low = serializers.FloatField(allow_null=True)
+    ci_high = serializers.FloatField(allow_null=True)
+
+
+class _IncrementalArmSerializer(serializers.Serializer):
+    arm = serializers.CharField()
+    n = serializers.IntegerField()
+    reward_spent = serializers.DecimalField(max_digits=18, decimal_places=2, coerce_to_string=True)
+    incremental_active = _IntervalSerializer()
+    incremental_net_revenue = _IntervalSerializer()
+    incremental_active_per_1000 = _IntervalSerializer(allow_null=True)
+    incremental_net_revenue_per_1000 = _IntervalSerializer(allow_null=True)
+    not_estimable = serializers.CharField(allow_null=True)
+
+
+class _IncrementalSerializer(serializers.Serializer):
+    reference = serializers.CharField(help_text="the no-task arm, or the holdout")
+    reference_kind = serializers.CharField()
+    n_reference = serializers.IntegerField()
+    level = serializers.FloatField()
+    per_budget = serializers.FloatField()
+    method = serializers.CharField()
+    arms = _IncrementalArmSerializer(many=True)
 
 
 class ReportOutputSerializer(serializers.Serializer):
     experiment = serializers.DictField(help_text="key, status, seed, windows and settings")
     computed_at = serializers.CharField(required=False)
     arms = _ArmSerializer(many=True)
-    groups = serializers.DictField(child=_GroupSerializer(), required=False)
+    groups = serializers.DictField(
+        child=_GroupSerializer(), required=False, help_text="by arm name, and 'holdout'"
+    )
     srm = _SrmSerializer(required=False)
     rows = _RowSerializer(many=True)
+    verdicts = _VerdictSerializer(many=True, required=False)
+    metric_definitions = _DefinitionSerializer(many=True, required=False)
+    incremental_vs_no_task_arm = _IncrementalSerializer(
+        required=False, help_text="present with a no-task arm or a non-empty holdout"
+    )
     cost_per_incremental_active = serializers.DictField(
         child=serializers.FloatField(allow_null=True), required=False
     )

@@ -6,9 +6,12 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-COLOURS = {"control": "#1f77b4", "treatment": "#d62728", "holdout": "#7f7f7f"}
+# One colour per arm in report order (control first); the holdout is always grey.
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+HOLDOUT_COLOUR = "#7f7f7f"
 WIDTH, HEIGHT = 460, 240
 LEFT, RIGHT, TOP, BOTTOM = 56, 12, 28, 40
+LEGEND_ROW, LEGEND_PER_ROW, LEGEND_WIDTH = 14, 3, 150
 
 
 def _nice_max(value: float) -> float:
@@ -34,9 +37,12 @@ def line_chart(
     def xy(i: int, v: float) -> str:
         return f"{LEFT + plot_w * i / steps:.1f},{TOP + plot_h * (1 - v / top):.1f}"
 
+    height = HEIGHT + LEGEND_ROW * max(
+        (len(series) - 1) // LEGEND_PER_ROW, 0
+    )  # room for every legend row
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-        f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+        f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{escape(title)}" '
         'font-family="sans-serif" font-size="11">',
         f'<text x="{LEFT}" y="16" font-weight="bold">{escape(title)}</text>',
     ]
@@ -55,14 +61,14 @@ def line_chart(
                 f'text-anchor="middle">{escape(day[5:])}</text>'
             )
     for n, s in enumerate(series):
-        colour = COLOURS.get(s["group"], "#333")
+        colour = s.get("colour", "#333")
         dash = ' stroke-dasharray="5,3"' if s.get("dashed") else ""
         points = " ".join(xy(i, v) for i, v in enumerate(s["values"]))
         parts.append(
             f'<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{points}"/>'
         )
-        legend_y = HEIGHT - 12
-        legend_x = LEFT + (n % 4) * 100
+        legend_y = HEIGHT - 12 + LEGEND_ROW * (n // LEGEND_PER_ROW)  # rows below the plot
+        legend_x = 8 + (n % LEGEND_PER_ROW) * LEGEND_WIDTH
         parts.append(
             f'<line x1="{legend_x}" x2="{legend_x + 16}" y1="{legend_y - 4}" y2="{legend_y - 4}" '
             f'stroke="{colour}" stroke-width="2"{dash}/>'
@@ -74,6 +80,10 @@ def line_chart(
 
 def report_charts(daily: dict) -> list[str]:
     """Cumulative active rate and ARPU per arm (solid: whole arm, dashed: targeted)."""
+    groups = list(dict.fromkeys(s["group"] for s in daily.get("series", [])))
+    arms = [g for g in groups if g != "holdout"]
+    colours = {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(arms)}
+    colours["holdout"] = HOLDOUT_COLOUR
     charts = []
     for metric, title, fmt in (
         ("active_rate", "Cumulative active rate", "{:.1%}"),
@@ -83,6 +93,7 @@ def report_charts(daily: dict) -> list[str]:
             {
                 "label": f"{s['group']}{' (targeted)' if s['population'] == 'targeted' else ''}",
                 "group": s["group"],
+                "colour": colours[s["group"]],
                 "dashed": s["population"] == "targeted",
                 "values": s[metric],
             }

@@ -19,6 +19,9 @@ from django.db.models import Q
 from advertisers.models import Advertiser, Scenario
 from predictor.models import ModelKind, ModelVersion
 
+# A control plus up to five treatments.
+MAX_ARMS = 6
+
 
 def new_seed() -> str:
     return secrets.token_hex(8)
@@ -183,29 +186,43 @@ class Arm(models.Model):
     targeting = models.CharField(
         max_length=16, choices=Targeting.choices, default=Targeting.LEAST_ACTIVITY
     )
+    # Order of the arms' hash ranges and of the report: control first (0), then the treatments.
+    position = models.PositiveSmallIntegerField(default=0, editable=False)
     # The campaigns.Campaign this arm's tasks belong to (set when the experiment starts). A plain
     # id rather than a foreign key: the A/B module reads campaigns through its services only.
     campaign_id = models.BigIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
-        ordering = ["experiment", "role"]
+        ordering = ["experiment", "position"]
         constraints = [
-            models.UniqueConstraint(fields=["experiment", "role"], name="arm_one_per_role"),
+            models.UniqueConstraint(fields=["experiment", "name"], name="arm_unique_name"),
+            models.UniqueConstraint(fields=["experiment", "position"], name="arm_unique_position"),
+            models.UniqueConstraint(
+                fields=["experiment"], condition=Q(role="control"), name="arm_one_control"
+            ),
+            # Arms that produce tasks through a campaign need the model that personalises them.
             models.CheckConstraint(
-                condition=~Q(model_kind="") | Q(model_version__isnull=False),
+                condition=~Q(model_kind="")
+                | Q(model_version__isnull=False)
+                | Q(targeting__in=["none", "external"]),
                 name="arm_has_model",
             ),
             models.CheckConstraint(condition=Q(weight__gte=0), name="arm_weight_non_negative"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.experiment_id}:{self.role}"
+        return f"{self.experiment_id}:{self.name}"
 
     @property
     def model_label(self) -> str:
         if self.model_version_id is not None:
             return f"{self.model_version.kind} v{self.model_version_id}"
-        return self.model_kind
+        return self.model_kind or "-"
+
+    @property
+    def produces_tasks(self) -> bool:
+        """Whether the A/B module produces this arm's tasks through its own campaign."""
+        return self.targeting not in (self.Targeting.NONE, self.Targeting.EXTERNAL)
 
 
 class Assignment(models.Model):

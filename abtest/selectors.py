@@ -16,7 +16,7 @@ from django.db.models import Count, F, FloatField, Max, Q, QuerySet, Sum
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
-from abtest import analysis, stats
+from abtest import analysis, multiarm, stats
 from abtest import sql as sql_parts
 from abtest.models import Arm, Assignment, Experiment
 from advertisers.models import Advertiser, DailyStat
@@ -33,11 +33,16 @@ def _scope_ids(experiment: Experiment) -> list[int]:
     return list(experiment.scenarios.values_list("pk", flat=True))
 
 
+def experiment_arms(*, experiment: Experiment) -> list[Arm]:
+    """The arms in hash-range order: control first, then the treatments."""
+    return list(experiment.arms.order_by("position").select_related("model_version"))
+
+
 def _arm_group_case(experiment: Experiment) -> tuple[str, list[int]]:
-    """SQL mapping arm_id to the analysis group code (0 holdout, 1 control, 2 treatment)."""
-    arms = {arm.role: arm.pk for arm in experiment.arms.all()}
-    sql = "CASE a.arm_id WHEN %s THEN 1 WHEN %s THEN 2 ELSE 0 END"
-    return sql, [arms.get(Arm.Role.CONTROL, -1), arms.get(Arm.Role.TREATMENT, -1)]
+    """SQL mapping arm_id to the analysis group code (0 holdout, k + 1 for the k-th arm)."""
+    arms = experiment_arms(experiment=experiment)
+    whens = " ".join(f"WHEN %s THEN {code}" for code in range(1, len(arms) + 1))
+    return f"CASE a.arm_id {whens} ELSE 0 END", [arm.pk for arm in arms]
 
 
 def _scope_sql(scope: list[int]) -> tuple[str, list[int]]:
@@ -137,6 +142,7 @@ def experiment_advertiser_metrics(*, experiment: Experiment) -> analysis.Adverti
         pre_active_days=table[:, 5].astype(float),
         reward=reward / 100.0,
         first_active_day=first_active,
+        arm_names=tuple(arm.name for arm in experiment_arms(experiment=experiment)),
     )
 
 
@@ -206,16 +212,15 @@ def experiment_daily(
 
 
 def experiment_srm(*, experiment: Experiment, counts: dict[str, int]) -> dict:
-    """Sample-ratio check of the stored assignment counts against the configured split."""
-    arms = {arm.role: arm.weight for arm in experiment.arms.all()}
-    total_weight = sum(arms.values()) or 1.0
+    """Sample-ratio check of the stored assignment counts (by arm name, and "holdout")
+    against the configured split, over all k arms (k - 1 degrees of freedom, or k with a
+    holdout)."""
+    arms = experiment_arms(experiment=experiment)
+    total_weight = sum(arm.weight for arm in arms) or 1.0
     share = 1.0 - experiment.holdout_share
-    expected = {
-        "control": share * arms.get(Arm.Role.CONTROL, 0.0) / total_weight,
-        "treatment": share * arms.get(Arm.Role.TREATMENT, 0.0) / total_weight,
-    }
+    expected = {arm.name: share * arm.weight / total_weight for arm in arms}
     if experiment.holdout_share > 0:
-        expected["holdout"] = experiment.holdout_share
+        expected[analysis.HOLDOUT_NAME] = experiment.holdout_share
     names = list(expected)
     observed = [counts.get(name, 0) for name in names]
     p_value = stats.srm_p_value(observed, [expected[name] for name in names])
@@ -256,12 +261,40 @@ def _experiment_header(experiment: Experiment) -> dict:
     }
 
 
-def _arms_summary(experiment: Experiment) -> list[dict]:
-    return [
-        {"role": arm.role, "name": arm.name, "model": arm.model_label, "weight": arm.weight,
-         "campaign_id": arm.campaign_id}
-        for arm in experiment.arms.select_related("model_version")
-    ]  # fmt: skip
+def _arms_summary(experiment: Experiment, totals: dict[str, dict] | None = None) -> list[dict]:
+    """Each arm's settings; once started also its size, targets, reward spent and ITT means."""
+    out = []
+    for arm in experiment_arms(experiment=experiment):
+        entry = {
+            "name": arm.name, "role": arm.role, "targeting": arm.targeting,
+            "model": arm.model_label, "weight": arm.weight, "campaign_id": arm.campaign_id,
+        }  # fmt: skip
+        group = (totals or {}).get(arm.name)
+        if group is not None:
+            n = group["assigned"]
+            entry.update(
+                n=n,
+                targets=group["targeted"],
+                reward_spent=group["reward_cost"],
+                active_rate=group["active"] / n if n else None,
+                arpu=float(group["expenditure"]) / n if n else None,
+                net_arpu=float(group["net_expenditure"]) / n if n else None,
+            )
+        out.append(entry)
+    return out
+
+
+def _definitions(experiment: Experiment) -> list[dict]:
+    scope = ", ".join(experiment.scenarios.values_list("code", flat=True)) or "every scenario"
+    if experiment.start_date is None:
+        window = f"{experiment.evaluation_days} days from the start (not started)"
+    else:
+        window = (
+            f"{experiment.evaluation_start} to {experiment.evaluation_end} "
+            f"({experiment.evaluation_days} days); CUPED pre-period the "
+            f"{experiment.pre_period_days} days before"
+        )
+    return analysis.metric_definitions(window=window, scope=scope)
 
 
 def experiment_report(*, experiment: Experiment, use_frozen: bool = True) -> dict:
@@ -271,6 +304,7 @@ def experiment_report(*, experiment: Experiment, use_frozen: bool = True) -> dic
     header = _experiment_header(experiment)
     if experiment.start_date is None:
         return {"experiment": header, "arms": _arms_summary(experiment), "rows": [],
+                "metric_definitions": _definitions(experiment),
                 "notes": ["not started: no assignments yet"]}  # fmt: skip
     metrics = experiment_advertiser_metrics(experiment=experiment)
     totals = analysis.group_totals(metrics)
@@ -280,18 +314,32 @@ def experiment_report(*, experiment: Experiment, use_frozen: bool = True) -> dic
         notes.append(reward_note)
     if timezone.localdate() <= experiment.evaluation_end:
         notes.append(f"interim: the evaluation window runs until {experiment.evaluation_end}")
-    return {
+    rows = analysis.report_rows(
+        metrics, alpha=experiment.alpha, winsor_quantile=experiment.winsor_quantile
+    )
+    report = {
         "experiment": header,
         "computed_at": timezone.now().isoformat(),
-        "arms": _arms_summary(experiment),
+        "arms": _arms_summary(experiment, totals),
         "groups": totals,
         "srm": experiment_srm(
             experiment=experiment, counts={k: v["assigned"] for k, v in totals.items()}
         ),
-        "rows": analysis.report_rows(
-            metrics, alpha=experiment.alpha, winsor_quantile=experiment.winsor_quantile
-        ),
+        "rows": rows,
+        "verdicts": analysis.verdicts(rows, alpha=experiment.alpha),
+        "metric_definitions": _definitions(experiment),
         "cost_per_incremental_active": analysis.cost_per_incremental_active(metrics),
         "daily": experiment_daily(experiment=experiment, metrics=metrics),
         "notes": notes,
     }
+    no_task = [
+        code
+        for code, arm in enumerate(experiment_arms(experiment=experiment), start=1)
+        if arm.targeting == Arm.Targeting.NONE
+    ]
+    reference = multiarm.no_task_reference(metrics, no_task)
+    if reference is not None:
+        report["incremental_vs_no_task_arm"] = multiarm.incremental_vs_no_task(
+            metrics, reference=reference
+        )
+    return report

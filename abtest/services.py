@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import numpy as np
@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from abtest import hashing, stats
 from abtest import sql as sql_parts
-from abtest.models import Arm, Assignment, Experiment
+from abtest.models import MAX_ARMS, Arm, Assignment, Experiment
 from abtest.selectors import (
     POPULATION_FIELDS,
     experiment_baseline,
@@ -38,6 +38,25 @@ _LOOKUPS = ("", "exact", "in", "gt", "gte", "lt", "lte", "range", "iexact", "ico
 class AssignResult:
     created: int
     total: int
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """One arm of a new experiment.
+
+    `targeting` says who makes the arm's tasks: "none" gives no tasks (a no-task arm, the
+    reference for incremental effects); "external" means the caller produces them through
+    campaigns and records the targets with `experiment_targets_record`; "least_activity",
+    "random" and "uplift" produce through the arm's own campaign with that targeting, which
+    needs a model (kind or pinned version) to personalise the tasks.
+    """
+
+    name: str
+    role: str = Arm.Role.TREATMENT
+    model_kind: str = ""
+    model_version: ModelVersion | None = None
+    weight: float = 1.0
+    targeting: str = Arm.Targeting.LEAST_ACTIVITY
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -73,13 +92,93 @@ def population_filter_validate(population_filter: dict) -> None:
         ) from exc
 
 
-def _arm_model_validate(role: str, kind: str, version: ModelVersion | None) -> None:
-    if not kind and version is None:
-        raise ValidationError({role: "bind the arm to a model kind or a model version"})
-    if kind and kind not in ModelKind.values:
+def arm_specs_validate(arms: Sequence[ArmSpec]) -> list[ArmSpec]:
+    """Check a set of arms and return it in hash-range order: control first, then treatments.
+
+    Two to six arms, exactly one control, unique names, non-negative weights with a positive
+    sum, a known targeting, and a model on every arm whose tasks the A/B module produces.
+    """
+    arms = list(arms)
+    if not 2 <= len(arms) <= MAX_ARMS:
         raise ValidationError(
-            {role: f"unknown model kind {kind!r}: use one of {', '.join(ModelKind.values)}"}
+            {"arms": f"{len(arms)} arms given: an experiment has a control and 1 to "
+                     f"{MAX_ARMS - 1} treatments"}
+        )  # fmt: skip
+    problems = []
+    for i, arm in enumerate(arms, start=1):
+        where = f"arm {i} ({arm.name!r})"
+        if not arm.name or not arm.name.strip():
+            problems.append(f"arm {i}: give it a name")
+        if arm.role not in Arm.Role.values:
+            problems.append(
+                f"{where}: role {arm.role!r} is not one of {', '.join(Arm.Role.values)}"
+            )
+        if arm.targeting not in Arm.Targeting.values:
+            problems.append(
+                f"{where}: targeting {arm.targeting!r} is not one of "
+                f"{', '.join(Arm.Targeting.values)}"
+            )
+        if arm.model_kind and arm.model_kind not in ModelKind.values:
+            problems.append(
+                f"{where}: unknown model kind {arm.model_kind!r}, use one of "
+                f"{', '.join(ModelKind.values)}"
+            )
+        produces = arm.targeting not in (Arm.Targeting.NONE, Arm.Targeting.EXTERNAL)
+        if produces and not arm.model_kind and arm.model_version is None:
+            problems.append(
+                f"{where}: targeting {arm.targeting!r} produces tasks through a campaign, so bind "
+                "the arm to a model kind or a model version (or use targeting 'none' or "
+                "'external')"
+            )
+        if not isinstance(arm.weight, int | float) or not np.isfinite(arm.weight) or arm.weight < 0:
+            problems.append(f"{where}: weight {arm.weight!r} must be a non-negative number")
+    names = [arm.name for arm in arms]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        problems.append(f"arm names must be unique within the experiment: {duplicates} repeat")
+    controls = [arm.name for arm in arms if arm.role == Arm.Role.CONTROL]
+    if len(controls) != 1:
+        problems.append(
+            f"exactly one arm must have role 'control', found {len(controls)}"
+            + (f" ({', '.join(controls)})" if controls else "")
         )
+    if not problems and sum(arm.weight for arm in arms) <= 0:
+        problems.append(
+            f"arm weights {[a.weight for a in arms]} sum to zero: give each arm a share"
+        )
+    if problems:
+        raise ValidationError({"arms": problems})
+    return sorted(arms, key=lambda a: a.role != Arm.Role.CONTROL)
+
+
+def _two_arm_specs(
+    *,
+    control_kind: str,
+    treatment_kind: str,
+    control_version: ModelVersion | None,
+    treatment_version: ModelVersion | None,
+    control_weight: float,
+    treatment_weight: float,
+) -> list[ArmSpec]:
+    """The classic A/B: control and treatment, named after their models."""
+    specs = []
+    for role, kind, version, weight in (
+        (Arm.Role.CONTROL, control_kind, control_version, control_weight),
+        (Arm.Role.TREATMENT, treatment_kind, treatment_version, treatment_weight),
+    ):
+        label = version.kind if version else kind
+        specs.append(
+            ArmSpec(
+                name=(label or role).replace("_", "-"),
+                role=role,
+                model_kind="" if version else kind,
+                model_version=version,
+                weight=weight,
+            )
+        )
+    if specs[0].name == specs[1].name:  # both arms on the same kind: names must differ
+        specs = [replace(spec, name=f"{spec.name}-{spec.role}") for spec in specs]
+    return specs
 
 
 def templates_check(template_ids: Sequence[int]) -> None:
@@ -127,15 +226,24 @@ def experiment_create(
     winsor_quantile: float | None = None,
     expected_relative_lift: float = 0.05,
     seed: str | None = None,
+    arms: Sequence[ArmSpec] | None = None,
 ) -> Experiment:
-    """A draft experiment with its two arms and its power plan; nothing stored if invalid.
+    """A draft experiment with its arms and its power plan; nothing stored if invalid.
 
-    By default control is the single-task baseline and treatment is M2M, 50/50.
+    With `arms` omitted it has two: control is the single-task baseline and treatment is M2M,
+    50/50 (the `control_*` / `treatment_*` arguments change them). With `arms`, a control plus
+    up to five treatments, each with its own weight, model and targeting; the `control_*` and
+    `treatment_*` arguments are then ignored.
     """
     population_filter = population_filter or {}
     population_filter_validate(population_filter)
-    _arm_model_validate("control", "" if control_version else control_kind, control_version)
-    _arm_model_validate("treatment", "" if treatment_version else treatment_kind, treatment_version)
+    if arms is None:
+        arms = _two_arm_specs(
+            control_kind=control_kind, treatment_kind=treatment_kind,
+            control_version=control_version, treatment_version=treatment_version,
+            control_weight=control_weight, treatment_weight=treatment_weight,
+        )  # fmt: skip
+    specs = arm_specs_validate(arms)
     templates_check(template_ids)
     if targets_per_arm is not None and inactivity_threshold is not None:
         raise ValidationError(
@@ -163,23 +271,41 @@ def experiment_create(
     experiment.full_clean()
     experiment.save()
     experiment.scenarios.set(scenarios)
-    for role, kind, version, weight in (
-        (Arm.Role.CONTROL, control_kind, control_version, control_weight),
-        (Arm.Role.TREATMENT, treatment_kind, treatment_version, treatment_weight),
-    ):
-        arm = Arm(
-            experiment=experiment,
-            role=role,
-            name=(version.kind if version else kind).replace("_", "-"),
-            model_kind="" if version else kind,
-            model_version=version,
-            weight=weight,
-        )
-        arm.full_clean()
-        arm.save()
-    _weights_check(experiment)
+    _arms_create(experiment, specs)
     experiment_plan_refresh(experiment=experiment)
     return experiment
+
+
+def _arms_create(experiment: Experiment, specs: list[ArmSpec]) -> None:
+    """Store validated arms in hash-range order (control at position 0)."""
+    for position, spec in enumerate(specs):
+        arm = Arm(
+            experiment=experiment,
+            role=spec.role,
+            name=spec.name,
+            model_kind="" if spec.model_version else spec.model_kind,
+            model_version=spec.model_version,
+            weight=float(spec.weight),
+            targeting=spec.targeting,
+            position=position,
+        )
+        arm.full_clean(validate_constraints=False)  # checked as a set by arm_specs_validate
+        arm.save()
+
+
+@transaction.atomic
+def experiment_arms_set(*, experiment: Experiment, arms: Sequence[ArmSpec]) -> list[Arm]:
+    """Replace a draft's arms (nobody is assigned yet, so nothing can be re-bucketed)."""
+    locked = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    if locked.status != Experiment.Status.DRAFT:
+        raise ValidationError(
+            f"experiment {locked.key} is {locked.status}: its arms are fixed once it starts"
+        )
+    specs = arm_specs_validate(arms)
+    locked.arms.all().delete()
+    _arms_create(locked, specs)
+    experiment_plan_refresh(experiment=locked)
+    return _arms(locked)
 
 
 def _weights_check(experiment: Experiment) -> None:
@@ -194,19 +320,26 @@ def _weights_check(experiment: Experiment) -> None:
 
 
 def _arms(experiment: Experiment) -> list[Arm]:
-    """Arms in a fixed order (control, treatment): the order the hash ranges follow."""
-    return sorted(experiment.arms.all(), key=lambda a: a.role != Arm.Role.CONTROL)
+    """Arms by position (control first, then the treatments): the order of the hash ranges."""
+    return list(experiment.arms.order_by("position").select_related("model_version"))
 
 
 def experiment_plan_refresh(*, experiment: Experiment) -> dict:
-    """Planned arm sizes, baselines, minimum detectable effects and power; stored on the row."""
+    """Planned arm sizes, baselines, minimum detectable effects and power; stored on the row.
+
+    `itt` and `targeted` plan control against the smallest treatment arm (the largest MDE of
+    the treatment-vs-control comparisons); `arm_sizes` gives every arm's planned size.
+    """
     baseline = experiment_baseline(experiment=experiment)
     arms = _arms(experiment)
     total_weight = sum(a.weight for a in arms) or 1.0
     population = baseline["population"]
     in_arms = population * (1.0 - experiment.holdout_share)
-    sizes = {a.role: round(in_arms * a.weight / total_weight) for a in arms}
-    n_a, n_b = sizes.get(Arm.Role.CONTROL, 0), sizes.get(Arm.Role.TREATMENT, 0)
+    sizes = {a.name: round(in_arms * a.weight / total_weight) for a in arms}
+    control = next((a for a in arms if a.role == Arm.Role.CONTROL), None)
+    treatments = [a for a in arms if a.role != Arm.Role.CONTROL]
+    n_a = sizes[control.name] if control else 0
+    n_b = min((sizes[a.name] for a in treatments), default=0)
     common = {"alpha": experiment.alpha}
     rate, mean, var = baseline["active_rate"], baseline["arpu"], baseline["arpu_variance"]
 
@@ -230,6 +363,7 @@ def experiment_plan_refresh(*, experiment: Experiment) -> dict:
         "power_target": stats.DEFAULT_POWER,
         "expected_relative_lift": experiment.expected_relative_lift,
         "n_holdout": round(population * experiment.holdout_share),
+        "arm_sizes": sizes,
         "itt": figures(n_a, n_b),
     }
     if experiment.targets_per_arm:
@@ -274,23 +408,45 @@ def experiment_settings_update(*, experiment: Experiment, **fields: object) -> E
 
 @transaction.atomic
 def experiment_weights_update(
-    *, experiment: Experiment, control_weight: float, treatment_weight: float
+    *,
+    experiment: Experiment,
+    control_weight: float | None = None,
+    treatment_weight: float | None = None,
+    weights: dict[str, float] | None = None,
 ) -> None:
     """New arm weights; they apply only to advertisers assigned from now on.
 
+    `weights` maps arm names to weights (arms not named keep theirs); the two-arm form
+    `control_weight` / `treatment_weight` sets the control and every treatment arm.
     Stored assignments are never re-bucketed. On a running experiment the SRM check then
     compares old assignments against the new weights and will usually flag it, which is the
     honest warning: restart as a new experiment to change the split cleanly.
     """
-    if control_weight < 0 or treatment_weight < 0 or control_weight + treatment_weight <= 0:
-        raise ValidationError(
-            f"weights {control_weight}/{treatment_weight} for {experiment.key} must be "
-            "non-negative with a positive sum"
-        )
     if experiment.status not in (Experiment.Status.DRAFT, Experiment.Status.RUNNING):
         raise ValidationError(f"experiment {experiment.key} is {experiment.status}: too late")
-    experiment.arms.filter(role=Arm.Role.CONTROL).update(weight=control_weight)
-    experiment.arms.filter(role=Arm.Role.TREATMENT).update(weight=treatment_weight)
+    arms = _arms(experiment)
+    new = {arm.name: arm.weight for arm in arms}
+    if weights is not None:
+        unknown = sorted(set(weights) - set(new))
+        if unknown:
+            raise ValidationError(
+                f"experiment {experiment.key} has no arm named {unknown}: its arms are "
+                f"{', '.join(new)}"
+            )
+        new.update(weights)
+    for arm in arms:
+        if arm.role == Arm.Role.CONTROL and control_weight is not None:
+            new[arm.name] = control_weight
+        if arm.role != Arm.Role.CONTROL and treatment_weight is not None:
+            new[arm.name] = treatment_weight
+    values = list(new.values())
+    if any(not np.isfinite(w) or w < 0 for w in values) or sum(values) <= 0:
+        raise ValidationError(
+            f"weights {new} for {experiment.key} must be non-negative with a positive sum"
+        )
+    for arm in arms:
+        if arm.weight != new[arm.name]:
+            Arm.objects.filter(pk=arm.pk).update(weight=new[arm.name])
     if experiment.status == Experiment.Status.DRAFT:
         experiment_plan_refresh(experiment=experiment)
 
@@ -422,10 +578,11 @@ def experiment_start(
 ) -> AssignResult:
     """draft -> running: assign the population, then let each arm's model pick its targets.
 
-    With task production, the evaluation window starts the day after the arms' predictions
-    (the day the tasks become valid), and both arms must predict as of the same day so their
-    tasks share one window. All or nothing: if production fails, the assignments and the status
-    roll back too.
+    With task production, the evaluation window starts the day after the producing arms'
+    predictions (the day the tasks become valid), and those arms must predict as of the same
+    day so their tasks share one window. Arms with targeting "none" get no tasks; "external"
+    arms get theirs from the caller. All or nothing: if production fails, the assignments and
+    the status roll back too.
     """
     with transaction.atomic():
         locked = Experiment.objects.select_for_update().get(pk=experiment.pk)
@@ -450,15 +607,21 @@ def experiment_start(
 def experiment_targets_record(*, arm: Arm, advertiser_ids: Iterable[int]) -> int:
     """Mark these advertisers (primary keys) as targeted in `arm`; others in the arm untouched.
 
-    Only members of the arm can be marked: a target outside it would break the randomisation.
+    Only members of the arm can be marked: a target outside it would break the randomisation;
+    a no-task arm (targeting "none") has no targets at all.
     """
     ids = list(advertiser_ids)
+    if arm.targeting == Arm.Targeting.NONE and ids:
+        raise ValidationError(
+            f"arm {arm.name} of {arm.experiment.key} is a no-task arm (targeting 'none'): it has "
+            "no targets; record them on an arm that gives tasks"
+        )
     members = Assignment.objects.filter(arm=arm, advertiser_id__in=ids)
     outsiders = set(ids) - set(members.values_list("advertiser_id", flat=True))
     if outsiders:
         sample = ", ".join(str(i) for i in sorted(outsiders)[:5])
         raise ValidationError(
-            f"{len(outsiders)} advertisers (e.g. pk {sample}) are not in arm {arm.role} of "
+            f"{len(outsiders)} advertisers (e.g. pk {sample}) are not in arm {arm.name} of "
             f"{arm.experiment.key}: targets must come from the arm's own assignments"
         )
     return members.update(targeted=True)
@@ -477,32 +640,39 @@ def _arm_model_version(arm: Arm) -> ModelVersion:
     )
     if version is None:
         raise ValidationError(
-            f"arm {arm.role} of {arm.experiment.key} uses model kind {arm.model_kind!r} but no "
+            f"arm {arm.name} of {arm.experiment.key} uses model kind {arm.model_kind!r} but no "
             "version of it is active or ready with predictions: train and predict first, or "
             "pin a version on the arm"
         )
     return version
 
 
-def _task_window_start(experiment: Experiment, start_date: dt.date | None) -> dt.date:
-    """The day after the arms' latest predictions, checked to be one day for both arms."""
+def _task_window_start(experiment: Experiment, start_date: dt.date | None) -> dt.date | None:
+    """The day after the producing arms' latest predictions, checked to be one day for all.
+
+    None when no arm produces tasks here (only no-task and external arms): the window then
+    starts on the given day.
+    """
+    producing = [arm for arm in _arms(experiment) if arm.produces_tasks]
+    if not producing:
+        return start_date
     _campaign_settings_check(experiment)
     as_of = {}
-    for arm in _arms(experiment):
+    for arm in producing:
         version = _arm_model_version(arm)
         latest = version.predictions.aggregate(d=Max("as_of"))["d"]
         if latest is None:
             raise ValidationError(
-                f"arm {arm.role} of {experiment.key}: model version {version.pk} has no "
+                f"arm {arm.name} of {experiment.key}: model version {version.pk} has no "
                 "predictions; run the predictor for it first"
             )
-        as_of[arm.role] = latest
+        as_of[arm.name] = latest.isoformat()
     if len(set(as_of.values())) > 1:
         raise ValidationError(
             f"the arms of {experiment.key} predict as of different days ({as_of}): predict with "
-            "both models for the same day so both arms' tasks share one evaluation window"
+            "every arm's model for the same day so all arms' tasks share one evaluation window"
         )
-    window_start = next(iter(as_of.values())) + dt.timedelta(days=1)
+    window_start = dt.date.fromisoformat(next(iter(as_of.values()))) + dt.timedelta(days=1)
     if start_date is not None and start_date != window_start:
         raise ValidationError(
             f"start date {start_date} of {experiment.key} does not match the tasks' first "
@@ -526,10 +696,12 @@ def _campaign_settings_check(experiment: Experiment) -> None:
 
 
 def experiment_produce_tasks(*, experiment: Experiment) -> dict[str, int]:
-    """For each arm: one campaign with the shared settings, targets chosen by the arm's model
-    among the arm's own advertisers only, and the targeted advertisers recorded here.
+    """For each arm that produces tasks here: one campaign with the shared settings and the
+    arm's targeting, targets chosen by the arm's model among the arm's own advertisers only,
+    and the targeted advertisers recorded here.
 
-    Returns the number of targeted advertisers per arm role.
+    No-task arms get nothing; external arms are left to the caller. Returns the number of
+    targeted advertisers per producing arm's name.
     """
     # Imported here: campaigns is the next stage; the assignment and the metrics never need it.
     from campaigns.models import IncentiveTask
@@ -537,22 +709,25 @@ def experiment_produce_tasks(*, experiment: Experiment) -> dict[str, int]:
 
     targeted: dict[str, int] = {}
     for arm in _arms(experiment):
+        if not arm.produces_tasks:
+            continue
         campaign = _arm_campaign(experiment=experiment, arm=arm)
         candidates = Assignment.objects.filter(arm=arm).values("advertiser_id")
         try:
             campaign_produce(campaign=campaign, candidate_advertiser_ids=candidates,
                              actor=f"experiment {experiment.key}")  # fmt: skip
         except ProductionError as exc:
-            raise ValidationError(f"arm {arm.role} of {experiment.key}: {exc}") from exc
+            raise ValidationError(f"arm {arm.name} of {experiment.key}: {exc}") from exc
         chosen = IncentiveTask.objects.filter(campaign=campaign).values_list(
             "advertiser_id", flat=True
         )
-        targeted[arm.role] = experiment_targets_record(arm=arm, advertiser_ids=set(chosen))
+        targeted[arm.name] = experiment_targets_record(arm=arm, advertiser_ids=set(chosen))
     return targeted
 
 
 def _arm_campaign(*, experiment: Experiment, arm: Arm) -> object:
-    """The arm's campaign, created once with the settings both arms share.
+    """The arm's campaign, created once with the settings all arms share and the arm's own
+    targeting policy.
 
     The model version is resolved now and pinned on the arm, so the report names the exact
     version that chose the targets.
@@ -566,12 +741,13 @@ def _arm_campaign(*, experiment: Experiment, arm: Arm) -> object:
     templates = list(TaskTemplate.objects.filter(pk__in=experiment.template_ids))
     by_targets = experiment.targets_per_arm is not None
     campaign = campaign_create(
-        name=f"{experiment.key} / {arm.role}",
+        name=f"{experiment.key} / {arm.name}",
         budget=experiment.budget_per_arm,
         reward_cap=experiment.reward_cap or experiment.budget_per_arm,
         templates=templates,
         model_version=version,
         policy=Campaign.Policy.BOTTOM_N if by_targets else Campaign.Policy.THRESHOLD,
+        targeting=arm.targeting,
         top_n=experiment.targets_per_arm,
         threshold=None if by_targets else Decimal(str(experiment.inactivity_threshold)),
         scenarios=list(experiment.scenarios.all()),
@@ -580,6 +756,27 @@ def _arm_campaign(*, experiment: Experiment, arm: Arm) -> object:
     arm.model_version = version
     arm.save(update_fields=["campaign_id", "model_version"])
     return campaign
+
+
+def experiment_arm_campaign_attach(*, arm: Arm, campaign_id: int) -> Arm:
+    """Bind an external arm to the campaign the caller produced its tasks in, so the report
+    counts that campaign's completed rewards as the arm's spend."""
+    if arm.targeting != Arm.Targeting.EXTERNAL:
+        raise ValidationError(
+            f"arm {arm.name} of {arm.experiment.key} has targeting {arm.targeting!r}: only an "
+            "'external' arm takes a campaign made outside the A/B module"
+        )
+    if arm.campaign_id not in (None, campaign_id):
+        raise ValidationError(
+            f"arm {arm.name} of {arm.experiment.key} is already bound to campaign {arm.campaign_id}"
+        )
+    from campaigns.models import Campaign
+
+    if not Campaign.objects.filter(pk=campaign_id).exists():
+        raise ValidationError(f"no campaign with id {campaign_id} for arm {arm.name}")
+    Arm.objects.filter(pk=arm.pk).update(campaign_id=campaign_id)
+    arm.campaign_id = campaign_id
+    return arm
 
 
 # --- analyse and complete ------------------------------------------------------------------

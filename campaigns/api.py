@@ -10,11 +10,13 @@ from __future__ import annotations
 import functools
 import json
 from base64 import urlsafe_b64decode, urlsafe_b64encode
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
 from django.http import HttpResponse
+from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -26,13 +28,13 @@ from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.mediatypes import media_type_matches
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from advertisers.models import Advertiser
 from campaigns import selectors
 from campaigns.auth import ApiKeyAuthentication, ApiKeyRateThrottle, HasScope
-from campaigns.lifecycle import TransitionNotAllowed
 from campaigns.models import (
     ApiScope,
     IncentiveTask,
@@ -44,14 +46,23 @@ from campaigns.models import (
 from campaigns.services import (
     IdempotencyConflict,
     idempotent_execute,
-    message_event_record,
     messages_lease,
     request_fingerprint,
 )
-from campaigns.services.push import EVENT_STATES
+from campaigns.services.push import (
+    EVENT_STATES,
+    EventInput,
+    EventOutcome,
+    NotLeaseHolder,
+    messages_events_apply,
+    messages_events_record_batch,
+)
 from predictor.models import ModelKind
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# The window an event's occurred_at may fall in: late reports, and a little clock skew.
+EVENT_MAX_AGE = timedelta(days=30)
+EVENT_MAX_AHEAD = timedelta(minutes=5)
 EVENT_TYPES = sorted(EVENT_STATES)  # named in SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]
 
 
@@ -107,10 +118,13 @@ ERRORS = {
 
 class JsonOnly(BaseContentNegotiation):
     """The API speaks JSON only, so there is no Accept header to weigh (DRF's documented
-    "ignore client content negotiation" pattern; it is measurable on the feed's hot path)."""
+    "ignore client content negotiation" pattern; it is measurable on the feed's hot path).
+    A request body must be JSON: any other Content-Type is 415."""
 
     def select_parser(self, request: Request, parsers: list) -> Any:
-        return parsers[0]
+        # A body of another media type is not guessed at: None makes DRF answer 415.
+        content_type = request.content_type
+        return next((p for p in parsers if media_type_matches(p.media_type, content_type)), None)
 
     def select_renderer(self, request: Request, renderers: list, format_suffix: str = "") -> tuple:
         return renderers[0], renderers[0].media_type
@@ -188,6 +202,19 @@ def _advertiser_or_404(advertiser_id: str) -> Advertiser:
     if advertiser is None:
         raise NotFound(f"No advertiser with advertiser_id {advertiser_id[:64]!r}.")
     return advertiser
+
+
+def occurred_at_check(value: datetime, *, now: datetime | None = None) -> datetime:
+    """An event time within EVENT_MAX_AGE before and EVENT_MAX_AHEAD after now."""
+    now = now or timezone.now()
+    earliest, latest = now - EVENT_MAX_AGE, now + EVENT_MAX_AHEAD
+    if not earliest <= value <= latest:
+        raise ValidationError(
+            f"{json_datetime(value)} is outside the accepted window {json_datetime(earliest)} "
+            f"to {json_datetime(latest)} (at most {EVENT_MAX_AGE.days} days ago, "
+            f"{int(EVENT_MAX_AHEAD.total_seconds() // 60)} minutes ahead)."
+        )
+    return value
 
 
 # --- messages ----------------------------------------------------------------------------------
@@ -338,6 +365,7 @@ class MessageLeaseApi(ApiBase):
         if data.validated_data.get("consumer"):
             owner = f"{owner}/{data.validated_data['consumer']}"
         messages = messages_lease(
+            consumer_id=request.auth.consumer_id,
             owner=owner,
             limit=data.validated_data["max"],
             lease_seconds=data.validated_data["lease_seconds"],
@@ -355,6 +383,10 @@ class MessageLeaseApi(ApiBase):
 class MessageEventApi(ApiBase):
     """Report a `delivered`, `opened` or `accepted` event for a message; moves its task along.
 
+    Only the consumer that holds, or last held, the message's lease may report its events
+    (403 for any other); a message never leased, or withdrawn because its task was cancelled or
+    expired, is 409.
+
     Needs an `Idempotency-Key` header: a retry with the same key and body gets the first
     answer again; the same key with another body is 422.
     """
@@ -363,7 +395,14 @@ class MessageEventApi(ApiBase):
 
     class EventInputSerializer(serializers.Serializer):
         type = serializers.ChoiceField(choices=EVENT_TYPES)
-        occurred_at = serializers.DateTimeField(required=False)
+        occurred_at = serializers.DateTimeField(
+            required=False,
+            help_text=f"When it happened (default: now); at most {EVENT_MAX_AGE.days} days ago "
+            f"and {int(EVENT_MAX_AHEAD.total_seconds() // 60)} minutes ahead.",
+        )
+
+        def validate_occurred_at(self, value: datetime) -> datetime:
+            return occurred_at_check(value)
 
     class EventOutputSerializer(serializers.Serializer):
         message_id = serializers.IntegerField()
@@ -390,12 +429,19 @@ class MessageEventApi(ApiBase):
             200: EventOutputSerializer,
             400: FIELD_ERRORS,
             404: ErrorOutputSerializer,
-            409: OpenApiResponse(ErrorOutputSerializer, description="The task is already final."),
+            409: OpenApiResponse(
+                ErrorOutputSerializer,
+                description="The message was never leased or is withdrawn, or its task is final.",
+            ),
             415: ErrorOutputSerializer,
             422: OpenApiResponse(
                 ErrorOutputSerializer, description="The key was used with a different request."
             ),
             **ERRORS,
+            403: OpenApiResponse(
+                ErrorOutputSerializer,
+                description="The key lacks the scope, or another consumer holds the lease.",
+            ),
         },
     )
     def post(self, request: Request, message_id: str) -> Response:
@@ -406,18 +452,12 @@ class MessageEventApi(ApiBase):
         event = data.validated_data
 
         def operation() -> tuple[int, dict]:
-            try:
-                body = message_event_record(
-                    message_id=pk,
-                    event_type=event["type"],
-                    actor=request.auth.name,
-                    occurred_at=event.get("occurred_at"),
-                )
-            except TransitionNotAllowed as exc:
-                return status.HTTP_409_CONFLICT, {"detail": str(exc)}
-            except PushMessage.DoesNotExist:
-                return status.HTTP_404_NOT_FOUND, {"detail": f"No message {pk}."}
-            return status.HTTP_200_OK, self.EventOutputSerializer(body).data
+            (outcome,) = messages_events_apply(
+                events=[EventInput(pk, event["type"], event.get("occurred_at"))],
+                consumer_id=request.auth.consumer_id,
+                actor=request.auth.name,
+            )
+            return _event_answer(outcome)
 
         fingerprint = request_fingerprint(method="POST", path=request.path, data=request.data)
         try:
@@ -428,6 +468,174 @@ class MessageEventApi(ApiBase):
             return Response({"detail": str(exc)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
         headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
         return Response(outcome.body, status=outcome.status, headers=headers)
+
+
+def _event_answer(outcome: EventOutcome) -> tuple[int, dict]:
+    """The status and body of one event's outcome, as the event endpoints answer it."""
+    error = outcome.error
+    if error is None:
+        return status.HTTP_200_OK, outcome.body
+    if isinstance(error, NotLeaseHolder):
+        return status.HTTP_403_FORBIDDEN, {"detail": str(error)}
+    if isinstance(error, PushMessage.DoesNotExist):
+        return status.HTTP_404_NOT_FOUND, {"detail": str(error)}
+    return status.HTTP_409_CONFLICT, {"detail": str(error)}
+
+
+MAX_BATCH_EVENTS = 500
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,200}$"
+
+
+class BatchEventInputSerializer(serializers.Serializer):
+    message_id = StrictIntegerField(min_value=1, max_value=10**18 - 1)
+    type = serializers.ChoiceField(choices=EVENT_TYPES)
+    occurred_at = serializers.DateTimeField(
+        required=False, help_text="As for a single event: within the accepted window."
+    )
+    idempotency_key = StrictCharField(
+        max_length=200,
+        validators=[
+            RegexValidator(IDEMPOTENCY_KEY_PATTERN, "Use 1 to 200 visible ASCII characters.")
+        ],
+        help_text="A unique key per event (e.g. a UUID), reused on retries.",
+    )
+
+
+class BatchEventResultSerializer(serializers.Serializer):
+    idempotency_key = serializers.CharField()
+    status = serializers.IntegerField(help_text="What the single-event endpoint would answer.")
+    replayed = serializers.BooleanField()
+    body = serializers.DictField(help_text="The single-event endpoint's body for this event.")
+
+
+class MessageEventBatchApi(ApiBase):
+    """Report up to 500 events at once, each as the single-event endpoint would take it.
+
+    Every event carries its own `idempotency_key`: a retried batch replays the stored answers,
+    and a key may be retried through either endpoint. The answer is 200 with one result per
+    event, in order, each with the status and body the single-event endpoint would give (403,
+    404, 409, 422, or 400 for an occurred_at outside the window); a refused event changes
+    nothing, the others apply. A batch with an event that breaks the schema is refused whole
+    (400, errors by event index).
+    """
+
+    required_scope = ApiScope.PUSH
+
+    class BatchInputSerializer(serializers.Serializer):
+        events = serializers.ListField(
+            child=BatchEventInputSerializer(), min_length=1, max_length=MAX_BATCH_EVENTS
+        )
+
+    class BatchOutputSerializer(serializers.Serializer):
+        results = BatchEventResultSerializer(many=True)
+
+    @extend_schema(
+        operation_id="message_events_batch",
+        tags=["push"],
+        request=BatchInputSerializer,
+        responses={
+            200: BatchOutputSerializer,
+            400: FIELD_ERRORS,
+            415: ErrorOutputSerializer,
+            **ERRORS,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        items = _batch_events(request.data)
+        fields = _query_fields(BatchEventInputSerializer)
+        checked = [_batch_event_validate(raw, fields) for raw in items]
+        invalid = {i: errors for i, (_, errors) in enumerate(checked) if errors}
+        if invalid:  # the batch is refused whole: nothing of it is stored
+            raise ValidationError({"events": invalid})
+        template = _single_event_path()
+        results: list[dict | None] = []
+        todo: list[tuple[str, str, EventInput]] = []
+        for raw, (event, _) in zip(items, checked, strict=True):
+            key = raw["idempotency_key"]
+            try:  # the time window is not in the schema: one event's 400, not the batch's
+                if event.occurred_at is not None:
+                    occurred_at_check(event.occurred_at)
+            except ValidationError as exc:
+                body = {"occurred_at": exc.detail}
+                results.append(
+                    {"idempotency_key": key, "status": 400, "replayed": False, "body": body}
+                )
+                continue
+            single_body = {
+                k: v for k, v in raw.items() if k not in ("message_id", "idempotency_key")
+            }
+            fingerprint = request_fingerprint(
+                method="POST", path=template.format(event.message_id), data=single_body
+            )
+            todo.append((key, fingerprint, event))
+            results.append(None)
+        answers = iter(
+            messages_events_record_batch(
+                api_key=request.auth, events=todo, actor=request.auth.name, answer=_event_answer
+            )
+            if todo
+            else []
+        )
+        keys = iter(key for key, _, _ in todo)
+        for i, result in enumerate(results):
+            if result is None:
+                answer = next(answers)
+                results[i] = {
+                    "idempotency_key": next(keys),
+                    "status": answer.status,
+                    "replayed": answer.replayed,
+                    "body": answer.body,
+                }
+        return Response({"results": results})
+
+
+@functools.cache
+def _single_event_path() -> str:
+    return reverse("message-events", kwargs={"message_id": "0"}).replace("/0/", "/{}/")
+
+
+def _batch_events(data: Any) -> list:
+    """The batch's list of events; a 400 naming what is wrong with the batch as a whole."""
+    if not isinstance(data, dict):
+        raise ValidationError({"non_field_errors": ['Send an object: {"events": [...]}.']})
+    events = data.get("events")
+    if not isinstance(events, list):
+        raise ValidationError({"events": ["This field is required: a list of events."]})
+    if not 1 <= len(events) <= MAX_BATCH_EVENTS:
+        raise ValidationError(
+            {"events": [f"Send 1 to {MAX_BATCH_EVENTS} events; got {len(events)}."]}
+        )
+    keys = [e.get("idempotency_key") for e in events if isinstance(e, dict)]
+    seen, repeated = set(), []
+    for key in keys:
+        if isinstance(key, str) and key in seen:
+            repeated.append(key)
+        seen.add(key if isinstance(key, str) else None)
+    if repeated:
+        shown = ", ".join(repr(k) for k in repeated[:5])
+        raise ValidationError(
+            {"events": [f"Each event needs its own idempotency_key; repeated: {shown}."]}
+        )
+    return events
+
+
+def _batch_event_validate(raw: Any, fields: dict[str, Field]) -> tuple[EventInput | None, dict]:
+    if not isinstance(raw, dict):
+        return None, {"non_field_errors": ["Each event must be an object."]}
+    errors: dict[str, Any] = {}  # other fields are ignored, as DRF's serializers do
+    data = {}
+    for name, field in fields.items():
+        try:
+            data[name] = field.run_validation(raw.get(name, empty))
+        except SkipField:
+            continue
+        except ValidationError as exc:
+            errors[name] = exc.detail
+    if errors:
+        return None, errors
+    return EventInput(
+        message_id=data["message_id"], event_type=data["type"], occurred_at=data.get("occurred_at")
+    ), {}
 
 
 def _message_id_or_404(message_id: str) -> int:

@@ -7,6 +7,7 @@ from campaigns import api
 urlpatterns = [
     path("messages", api.MessageFeedApi.as_view(), name="messages-feed"),
     path("messages/lease", api.MessageLeaseApi.as_view(), name="messages-lease"),
+    path("messages/events", api.MessageEventBatchApi.as_view(), name="message-events-batch"),
     # The id is checked in the view, so a malformed one gets a JSON 404 like any other.
     path("messages/<str:message_id>/events", api.MessageEventApi.as_view(), name="message-events"),
     path(

@@ -20,8 +20,8 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
+from campaigns.api_selectors import API_KEY_CACHE_SECONDS, api_key_by_secret, api_key_cache_key
 from campaigns.models import ApiKey, ApiScope
-from campaigns.selectors import API_KEY_CACHE_SECONDS, api_key_by_secret, api_key_cache_key
 
 KEYWORD = "Api-Key"
 # Recording every request's time would write on every read; once a minute is plenty.
@@ -101,8 +101,8 @@ class ApiKeyRateThrottle(BaseThrottle):
     The rate is REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["api_key"] (e.g. "6000/min"; None turns
     throttling off), DEFAULT_RATE when unset. One cache counter per window keeps each check
     O(1), where DRF's SimpleRateThrottle stores and rewrites a list of every request time.
-    With the default local-memory cache the limit is per server process; point CACHES at Redis
-    for a limit shared by all processes.
+    The counter lives in the shared cache (Redis, settings.CACHES) when one is configured, so
+    the limit holds across all server processes; only the embedded default keeps it per process.
     """
 
     scope = "api_key"

@@ -418,6 +418,8 @@ class PushMessage(models.Model):
         PENDING = "pending"
         LEASED = "leased"
         SENT = "sent"
+        # The task was cancelled or expired: the offer is off, never send (or leave) it.
+        WITHDRAWN = "withdrawn"
 
     task = models.OneToOneField(IncentiveTask, on_delete=models.CASCADE, related_name="message")
     advertiser = models.ForeignKey(Advertiser, on_delete=models.PROTECT, related_name="+")
@@ -425,11 +427,21 @@ class PushMessage(models.Model):
     content = models.TextField(help_text="The fixed fields as a JSON object.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     lease_owner = models.CharField(max_length=200, blank=True)
+    lease_consumer = models.ForeignKey(
+        "ApiConsumer",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The consumer that holds, or last held, the lease: the only one whose events "
+        "count.",
+    )
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)  # also written into `content`
     sent_at = models.DateTimeField(null=True, blank=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     accepted_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -444,10 +456,26 @@ class ApiScope(models.TextChoices):
     OPS = "ops", "ops: read everything"
 
 
+class ApiConsumer(models.Model):
+    """A service that calls the API (e.g. one push system). Its keys may be rotated; leases and
+    events belong to the consumer, so a new key of the same consumer keeps its leases."""
+
+    name = models.CharField(max_length=200, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "API consumer"
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class ApiKey(models.Model):
     """A service's API key. Only the SHA-256 of the secret is stored; the secret is shown once."""
 
     name = models.CharField(max_length=200)
+    consumer = models.ForeignKey(ApiConsumer, on_delete=models.PROTECT, related_name="keys")
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     secret_hash = models.CharField(max_length=64, unique=True, editable=False)
     scopes = models.JSONField(default=list, blank=True)

@@ -112,6 +112,15 @@ def experiment_run(*, world_dir: Path, targets_per_arm: int):
     return experiment
 
 
+def embedded_environment(*, db_path: Path, out: Path) -> None:
+    """The embedded default: SQLite, Celery eager, and DEBUG on (a throwaway secret, no setup)."""
+    os.environ["DATABASE_URL"] = f"sqlite:///{db_path}"
+    os.environ.pop("CELERY_BROKER_URL", None)
+    os.environ["DEBUG"] = "1"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "incentive_platform.settings")
+    os.environ.setdefault("ARTIFACT_DIR", str(out / "artifacts"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="var/demo")
@@ -127,10 +136,7 @@ def main() -> int:
     db_path = out / "demo.sqlite3"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-    os.environ["DATABASE_URL"] = f"sqlite:///{db_path}"
-    os.environ.pop("CELERY_BROKER_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "incentive_platform.settings")
-    os.environ.setdefault("ARTIFACT_DIR", str(out / "artifacts"))
+    embedded_environment(db_path=db_path, out=out)
     django.setup()
 
     from django.core.management import call_command

@@ -80,3 +80,48 @@ def idempotency_records_purge(*, older_than: datetime) -> int:
     """Forget records older than the retry horizon; returns how many were deleted."""
     deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=older_than).delete()
     return deleted
+
+
+@dataclass(frozen=True)
+class IdempotentClaim:
+    """The outcome of claiming keys for a batch: records to fill, and stored answers."""
+
+    fresh: dict[str, IdempotencyRecord]  # key -> the record this batch inserted
+    replayed: dict[str, IdempotentResponse]  # key -> the stored answer, same request
+    conflicts: dict[str, str]  # key -> why it cannot be used (another request)
+
+
+def idempotency_claim_many(*, api_key: ApiKey, fingerprints: dict[str, str]) -> IdempotentClaim:
+    """idempotent_execute for many keys at once, inside the caller's transaction.
+
+    Inserts a record for every key (ON CONFLICT DO NOTHING; a concurrent batch with one of the
+    keys waits on the unique index until it commits) and sorts the keys: fresh ones for the
+    caller to run and fill with `idempotency_records_fill`, replays, and conflicts.
+    """
+    IdempotencyRecord.objects.bulk_create(
+        [IdempotencyRecord(api_key=api_key, key=k, fingerprint=f) for k, f in fingerprints.items()],
+        ignore_conflicts=True,
+    )
+    records = IdempotencyRecord.objects.filter(api_key=api_key, key__in=list(fingerprints))
+    fresh, replayed, conflicts = {}, {}, {}
+    for record in records:
+        if record.response_status == 0:
+            fresh[record.key] = record
+        elif record.fingerprint != fingerprints[record.key]:
+            conflicts[record.key] = str(_conflict(record.key))
+        else:
+            replayed[record.key] = IdempotentResponse(
+                status=record.response_status, body=record.response_body, replayed=True
+            )
+    return IdempotentClaim(fresh=fresh, replayed=replayed, conflicts=conflicts)
+
+
+def idempotency_records_fill(
+    *, records: dict[str, IdempotencyRecord], outcomes: dict[str, tuple[int, dict]]
+) -> None:
+    """Store the answers of the fresh records of a batch, in one statement."""
+    for key, record in records.items():
+        record.response_status, record.response_body = outcomes[key]
+    IdempotencyRecord.objects.bulk_update(
+        list(records.values()), ["response_status", "response_body"], batch_size=500
+    )

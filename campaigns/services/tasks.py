@@ -5,7 +5,8 @@ transaction.
 
 Each function locks the task rows it changes (SELECT ... FOR UPDATE) and re-reads their state
 under the lock, so a second run of the same change finds nothing left to do: settlement and
-event handling are idempotent.
+event handling are idempotent. A task that is cancelled or expires has its push message
+withdrawn in the same transaction (lock order: tasks, messages, campaign).
 """
 
 from __future__ import annotations
@@ -25,11 +26,30 @@ from campaigns.lifecycle import (
     sources_of,
     transition_check,
 )
-from campaigns.models import BudgetLedgerEntry, IncentiveTask, TaskTransition
+from campaigns.models import (
+    BudgetLedgerEntry,
+    IncentiveTask,
+    PushMessage,
+    TaskState,
+    TaskTransition,
+)
 from campaigns.services.budget import budget_release, budget_settle
 
 # Bulk changes lock and update at most this many rows per statement.
 BULK_CHUNK = 2000
+
+# Entering these states takes the offer back: the task's message must not be sent any more.
+WITHDRAWING_STATES = frozenset({TaskState.EXPIRED, TaskState.CANCELLED})
+
+
+def _messages_withdraw(*, to_state: str, task_ids: list[int]) -> None:
+    if to_state not in WITHDRAWING_STATES or not task_ids:
+        return
+    PushMessage.objects.filter(task_id__in=task_ids).exclude(
+        status=PushMessage.Status.WITHDRAWN
+    ).update(
+        status=PushMessage.Status.WITHDRAWN, lease_expires_at=None, withdrawn_at=timezone.now()
+    )
 
 
 def _budget_apply(*, to_state: str, rows: Iterable[tuple[int, int, Decimal]]) -> None:
@@ -57,6 +77,7 @@ def _transition_locked(
     TaskTransition.objects.create(
         task=task, from_state=from_state, to_state=to, actor=actor, note=note[:500]
     )
+    _messages_withdraw(to_state=to, task_ids=[task.pk])
     _budget_apply(to_state=to, rows=[(task.pk, task.campaign_id, task.reward)])
     return task
 
@@ -145,5 +166,6 @@ def _transition_chunk(*, ids: list[int], to: str, actor: str, note: str) -> Tran
             TaskTransition(task_id=pk, from_state=state, to_state=to, actor=actor, note=note[:500])
             for pk, state, _, _ in rows
         )
+        _messages_withdraw(to_state=to, task_ids=moved)
         _budget_apply(to_state=to, rows=[(pk, cid, reward) for pk, _, cid, reward in rows])
     return TransitionBatch(ids=moved, amount=sum((r for *_, r in rows), Decimal("0")))

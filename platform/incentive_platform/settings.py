@@ -1,9 +1,11 @@
 """One settings module, driven by environment variables.
 
-With nothing set, everything runs embedded on one machine: SQLite, Celery in eager mode, DEBUG
-on and a generated development secret. Production sets DATABASE_URL, CELERY_BROKER_URL,
-SECRET_KEY, DEBUG=0 and ALLOWED_HOSTS. Any variable may also be read from a file named by
-`<NAME>_FILE` (Docker secrets).
+With nothing set, everything runs embedded on one machine: SQLite and Celery in eager mode.
+DEBUG is off unless DEBUG=1: the one switch for development and the embedded demo
+(scripts/demo.py sets it), which then also generates a throwaway secret. With DEBUG off a
+missing SECRET_KEY stops the start. Production sets DATABASE_URL, CELERY_BROKER_URL, SECRET_KEY
+and ALLOWED_HOSTS. Any variable may also be read from a file named by `<NAME>_FILE` (Docker
+secrets).
 """
 
 import os
@@ -33,7 +35,8 @@ def envint(name: str, default: str) -> int:
     return int(env(name, default))
 
 
-DEBUG = envbool("DEBUG", "1")
+# Off unless asked for: a forgotten variable must not serve tracebacks and settings pages.
+DEBUG = envbool("DEBUG", "0")
 SECRET_KEY = env("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
@@ -71,6 +74,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before the rest: its process_exception answers the API's unhandled errors in JSON.
+    "incentive_platform.middleware.ApiErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -149,6 +154,26 @@ SPECTACULAR_SETTINGS = {
 
 # --- Celery (DESIGN section 6) -------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
+
+# The cache holds API keys and rate-limit counters, so it must be shared by every server
+# process: CACHE_URL (Redis), by default the broker when that is Redis. Without either, the
+# embedded default keeps a per-process memory cache.
+CACHE_URL = env(
+    "CACHE_URL",
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
+)
+if CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": env("CACHE_KEY_PREFIX", "incentive"),
+            # A cache that is down must fail a request fast (a JSON 503), not hang it.
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 # No broker configured: run tasks inline, so the embedded default needs no servers.
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True

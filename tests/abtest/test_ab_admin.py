@@ -57,7 +57,7 @@ def test_it_renders_the_report_for_staff(admin_client, started):
     response = admin_client.get(report_url(started))
     assert response.status_code == 200
     body = response.content.decode()
-    assert 'data-row="itt-arpu-none"' in body
+    assert 'data-row="m2m-itt-arpu-none"' in body
     assert "<svg" in body and "Cumulative active rate" in body
     assert 'id="srm-banner" class="ab-banner srm-ok"' in body
 

@@ -56,7 +56,9 @@ def test_it_returns_the_report_to_the_ops_scope(experiment):
     assert response.status_code == 200
     body = response.json()
     assert body["experiment"]["key"] == "api-report"
-    assert body["groups"]["control"]["assigned"] + body["groups"]["treatment"]["assigned"] == 40
+    assert body["groups"]["single-task"]["assigned"] + body["groups"]["m2m"]["assigned"] == 40
+    assert [arm["name"] for arm in body["arms"]] == ["single-task", "m2m"]
+    assert {r["arm"] for r in body["rows"]} == {"m2m"}
     assert {r["metric"] for r in body["rows"]} >= {"active_rate", "arpu"}
     assert body["srm"]["flagged"] in (True, False)
     assert len(body["daily"]["dates"]) == 7

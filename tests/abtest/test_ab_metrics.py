@@ -162,9 +162,12 @@ def test_it_computes_cuped_theta_from_the_pre_period(case):
     )
 
 
-def test_it_holm_corrects_within_each_family(case):
+@pytest.mark.parametrize("primary", [True, False])
+def test_it_holm_corrects_within_each_family(case, primary):
     report = experiment_report(experiment=case)
-    family = [r for r in report["rows"] if r["population"] == "itt" and r["adjustment"] == "none"]
+    family = [r for r in report["rows"] if r["population"] == "itt" and r["adjustment"] == "none"
+              and r["primary"] is primary]  # fmt: skip
+    assert {r["holm_family"] for r in family} == {"primary" if primary else "secondary"}
     p = [np.nan if r["p_value"] is None else r["p_value"] for r in family]
     adjusted = stats.holm(p)
     for row, expected in zip(family, adjusted, strict=True):
@@ -173,8 +176,8 @@ def test_it_holm_corrects_within_each_family(case):
 
 def test_it_totals_money_per_group_as_decimal_strings(case):
     groups = experiment_report(experiment=case)["groups"]
-    assert groups["control"]["expenditure"] == "15.00"
-    assert groups["treatment"]["expenditure"] == "32.00"
+    assert groups["single-task"]["expenditure"] == "15.00"
+    assert groups["m2m"]["expenditure"] == "32.00"
     assert groups["holdout"] == {"assigned": 1, "targeted": 0, "active": 1, "expenditure": "2.00",
                                  "reward_cost": "0.00", "net_expenditure": "2.00"}  # fmt: skip
 
@@ -183,18 +186,18 @@ def test_it_builds_cumulative_daily_series(case):
     daily = experiment_daily(experiment=case)
     assert daily["dates"][0] == "2024-03-01" and daily["dates"][-1] == "2024-03-07"
     series = {(s["group"], s["population"]): s for s in daily["series"]}
-    control = series[("control", "itt")]
+    control = series[("single-task", "itt")]
     assert control["active_rate"] == pytest.approx([1 / 3] * 7)
     assert control["arpu"] == pytest.approx([10 / 3, 10 / 3, 5, 5, 5, 5, 5])
-    treatment = series[("treatment", "itt")]
+    treatment = series[("m2m", "itt")]
     assert treatment["active_rate"] == pytest.approx([1 / 3] * 6 + [2 / 3])
     assert treatment["arpu"][-1] == pytest.approx(32 / 3)
-    assert series[("treatment", "targeted")]["arpu"][-1] == pytest.approx(12.5)
+    assert series[("m2m", "targeted")]["arpu"][-1] == pytest.approx(12.5)
 
 
 def test_it_checks_srm_including_the_holdout(case):
     srm = experiment_report(experiment=case)["srm"]
-    assert srm["observed"] == {"control": 3, "treatment": 3, "holdout": 1}
+    assert srm["observed"] == {"single-task": 3, "m2m": 3, "holdout": 1}
     assert srm["expected_share"]["holdout"] == pytest.approx(0.1)
     assert not srm["flagged"]
 
@@ -219,8 +222,8 @@ def test_it_notes_that_reward_cost_is_zero_without_campaigns(case):
 
 def test_it_reports_cost_per_incremental_active_as_undefined_without_rewards(case):
     cost = experiment_report(experiment=case)["cost_per_incremental_active"]
-    assert cost["treatment_vs_control_itt"] == 0.0  # no extra cost for 1/3 more actives
-    assert cost["control_vs_holdout"] is None  # control is no better than the holdout
+    assert cost["m2m_vs_control_itt"] == 0.0  # no extra cost for 1/3 more actives
+    assert cost["single-task_vs_holdout"] is None  # control is no better than the holdout
 
 
 def test_it_counts_active_days_beyond_63_days_of_window(

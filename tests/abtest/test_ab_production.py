@@ -108,8 +108,10 @@ def test_it_counts_completed_rewards_as_the_arms_cost(started):
         state=TaskState.COMPLETED, completed_at=timezone.now()
     )
     report = experiment_report(experiment=started)
-    assert report["groups"]["treatment"]["reward_cost"] == f"{task.reward:.2f}"
-    assert report["groups"]["control"]["reward_cost"] == "0.00"
+    assert report["groups"][treatment.name]["reward_cost"] == f"{task.reward:.2f}"
+    assert report["groups"]["single-task"]["reward_cost"] == "0.00"
+    spent = {arm["name"]: arm["reward_spent"] for arm in report["arms"]}
+    assert spent == {"single-task": "0.00", "m2m": f"{task.reward:.2f}"}
     assert not any("reward cost" in note for note in report["notes"])
 
 

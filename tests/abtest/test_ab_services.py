@@ -167,7 +167,7 @@ def test_it_only_marks_targets_from_the_arms_own_members(advertisers_factory):
     services.experiment_start(experiment=experiment, start_date=START, produce_tasks=False)
     control = experiment.arms.get(role=Arm.Role.CONTROL)
     treatment_member = Assignment.objects.filter(arm__role="treatment", experiment=experiment)[0]
-    with pytest.raises(ValidationError, match="not in arm control"):
+    with pytest.raises(ValidationError, match="not in arm single-task"):
         services.experiment_targets_record(
             arm=control, advertiser_ids=[treatment_member.advertiser_id]
         )
@@ -184,8 +184,8 @@ def test_it_walks_the_life_cycle_and_freezes_the_report(advertisers_factory):
     completed = services.experiment_complete(experiment=experiment)
     assert completed.status == Experiment.Status.COMPLETED
     assert (
-        completed.report["groups"]["control"]["assigned"]
-        + completed.report["groups"]["treatment"]["assigned"]
+        completed.report["groups"]["single-task"]["assigned"]
+        + completed.report["groups"]["m2m"]["assigned"]
         == 20
     )
     assert experiment_report(experiment=completed) == completed.report

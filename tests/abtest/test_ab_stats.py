@@ -185,11 +185,13 @@ def test_it_leaves_the_relative_lift_undefined_for_a_zero_control_mean():
     assert comparison.absolute.value == pytest.approx(0.05)
 
 
-def test_it_reports_no_difference_between_identical_constant_arms():
+def test_it_marks_identical_constant_arms_not_estimable():
     same = stats.mean_summary(n=10, total=10.0, total_sq=10.0)
     comparison = stats.compare(same, same)
-    assert comparison.absolute.p_value == 1.0
-    assert comparison.relative.value == 0.0
+    assert comparison.absolute.value == 0.0
+    assert math.isnan(comparison.absolute.p_value)
+    assert comparison.relative is None
+    assert "no variation" in comparison.not_estimable
 
 
 def test_it_returns_undefined_results_for_arms_too_small_to_test():

@@ -1,5 +1,6 @@
-"""The report page in a real browser: headless Chromium, logged in as staff, numbers shown on
-the page equal the JSON API's, and a screenshot saved to test-artifacts/.
+"""The report page in a real browser: headless Chromium, logged in as staff, a four-arm report
+whose numbers on the page equal the JSON API's, its verdict lines, a not-estimable cell with its
+reason, and a screenshot saved to test-artifacts/.
 
 Needs Debian's chromium and chromium-driver packages (CI installs them) and the selenium
 package; outside CI the test is skipped with the reason when they are missing.
@@ -19,8 +20,9 @@ import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 
-from abtest import services
+from abtest import analysis, services
 from abtest.models import Assignment, Experiment
+from abtest.services import ArmSpec
 from advertisers.models import DailyStat
 from campaigns.services import api_key_create
 
@@ -65,9 +67,13 @@ def browser():
 @pytest.fixture
 def experiment(advertisers_factory, stat_factory, scenario) -> Experiment:
     advertisers = advertisers_factory(120)
+    arms = [ArmSpec("single-task", role="control", model_kind="single_task"),
+            ArmSpec("no-tasks", targeting="none"), ArmSpec("m2m", model_kind="m2m"),
+            ArmSpec("m2m-uplift", model_kind="m2m", targeting="uplift")]  # fmt: skip
     experiment = services.experiment_create(
-        key="browser-report", scenarios=[scenario], winsor_quantile=0.99, seed="browser"
-    )
+        key="browser-report", scenarios=[scenario], winsor_quantile=0.99, seed="browser",
+        arms=arms,
+    )  # fmt: skip
     services.experiment_start(experiment=experiment, start_date=START, produce_tasks=False)
     rng = np.random.default_rng(3)
     rows = []
@@ -79,7 +85,10 @@ def experiment(advertisers_factory, stat_factory, scenario) -> Experiment:
                                          str(spend), int(rng.integers(0, 9))))  # fmt: skip
     DailyStat.objects.bulk_create(rows)
     services.experiment_covariates_capture(experiment=experiment)  # the pre-period came late
-    half = Assignment.objects.filter(experiment=experiment).order_by("advertiser_id")[::2]
+    # Half of every arm that gives tasks is targeted; the no-task arm has no targets, so its
+    # targeted comparisons are not estimable.
+    half = (Assignment.objects.filter(experiment=experiment).exclude(arm__name="no-tasks")
+            .order_by("advertiser_id")[::2])  # fmt: skip
     Assignment.objects.filter(pk__in=[a.pk for a in half]).update(targeted=True)
     return experiment
 
@@ -133,19 +142,25 @@ def test_it_shows_the_same_numbers_as_the_json_api(browser, live_server, experim
     browser.find_element(By.ID, "charts").screenshot(str(ARTIFACTS / "abtest-report-charts.png"))
 
     report = _report_json(live_server.url, experiment.key)
-    json_rows = {
-        f"{r['population']}-{r['metric']}-{r['adjustment']}{'-capped' if r['capped'] else ''}": r
-        for r in report["rows"]
-    }
+    json_rows = {analysis.row_id(r): r for r in report["rows"]}
+    assert {r["arm"] for r in report["rows"]} == {"no-tasks", "m2m", "m2m-uplift"}
     page_rows = browser.find_elements(By.CSS_SELECTOR, "#summary tbody tr[data-row]")
     assert len(page_rows) == len(json_rows) > 0
+    not_estimable = 0
     for tr in page_rows:
         row = json_rows[tr.get_attribute("data-row")]
-        cell = {td.get_attribute("data-field"): td.text
+        # textContent: the switches hide all but one population and adjustment at a time
+        cell = {td.get_attribute("data-field"): td.get_attribute("textContent").strip()
                 for td in tr.find_elements(By.CSS_SELECTOR, "td[data-field]")}  # fmt: skip
         mean_places = 1e-4  # proportions show 2 decimals of a percent, means 4 decimals
         assert _close(cell["control"], row["control"]["mean"], mean_places), cell
         assert _close(cell["treatment"], row["treatment"]["mean"], mean_places), cell
+        if row["not_estimable"]:
+            assert cell["not_estimable"] == f"not estimable: {row['not_estimable']}"
+            assert "absolute" not in cell and not row["significant"]
+            not_estimable += 1
+            continue
+        assert cell["p_of"] == row["p_value_of"]
         assert _close(cell["absolute"], row["absolute"]["value"], 1e-4), cell
         if row["relative"] is not None:
             assert _close(cell["relative"], row["relative"]["value"], 1e-4), cell
@@ -153,6 +168,39 @@ def test_it_shows_the_same_numbers_as_the_json_api(browser, live_server, experim
         assert _close(cell["p_value_holm"], row["p_value_holm"], 1e-4), cell
         assert cell["significant"] == ("yes" if row["significant"] else "no")
         assert cell["n"] == f"{row['control']['n']} / {row['treatment']['n']}"
+
+    def shown() -> set[tuple[str, str, bool]]:
+        return {(json_rows[tr.get_attribute("data-row")]["population"],
+                 json_rows[tr.get_attribute("data-row")]["adjustment"],
+                 json_rows[tr.get_attribute("data-row")]["capped"])
+                for tr in page_rows if tr.is_displayed()}  # fmt: skip
+
+    # one row per arm and metric: whole arms, CUPED (unadjusted where a metric has no CUPED)
+    assert shown() == {("itt", "cuped", False), ("itt", "none", False)}
+    visible = [tr for tr in page_rows if tr.is_displayed()]
+    assert len(visible) == 3 * 6  # three treatment arms x six metrics
+    browser.find_element(By.CSS_SELECTOR, 'label[for="ab-pop-targeted"]').click()
+    browser.find_element(By.CSS_SELECTOR, 'label[for="ab-adj-none"]').click()
+    browser.find_element(By.CSS_SELECTOR, 'label[for="ab-capped"]').click()
+    assert shown() == {("targeted", "none", True), ("targeted", "none", False)}
+    assert sum(tr.is_displayed() for tr in page_rows) == 3 * 6
+
+    # every comparison the engine refuses shows its reason, and only those: at least every
+    # targeted comparison of the no-task arm (it has no targets)
+    assert not_estimable == sum(1 for r in report["rows"] if r["not_estimable"])
+    assert not_estimable >= sum(
+        1 for r in report["rows"] if r["arm"] == "no-tasks" and r["population"] == "targeted"
+    )
+    verdicts = browser.find_elements(By.CSS_SELECTOR, "#verdicts li")
+    assert [v.text for v in verdicts] == [v["text"] for v in report["verdicts"]]
+    first = report["verdicts"][0]
+    assert first["text"].startswith("Active rate, no-tasks vs single-task: ")
+    assert verdicts[0].get_attribute("data-status") == first["status"]
+    shown_arms = browser.find_elements(By.CSS_SELECTOR, "#arms tbody tr")
+    assert [tr.get_attribute("data-arm") for tr in shown_arms] == [
+        a["name"] for a in report["arms"]
+    ]
+    assert browser.find_element(By.ID, "incremental").is_displayed()
 
     banner = browser.find_element(By.ID, "srm-banner")
     assert banner.get_attribute("data-flagged") == str(report["srm"]["flagged"]).lower()

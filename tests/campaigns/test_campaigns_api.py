@@ -14,7 +14,14 @@ from django.test import override_settings
 from django.utils import timezone
 
 from advertisers.models import DailyStat
-from campaigns.models import ApiKey, IncentiveTask, PushMessage, TaskState, TaskTransition
+from campaigns.models import (
+    ApiConsumer,
+    ApiKey,
+    IncentiveTask,
+    PushMessage,
+    TaskState,
+    TaskTransition,
+)
 from campaigns.services import api_key_create, api_key_revoke, campaign_produce, messages_lease
 
 from .conftest import AS_OF
@@ -29,6 +36,16 @@ def _events(message_id: int) -> str:
 
 def _first_message() -> PushMessage:
     return PushMessage.objects.order_by("id").first()
+
+
+def _consumer_id(name: str) -> int:
+    return ApiConsumer.objects.get_or_create(name=name)[0].pk
+
+
+def _lease_first(client) -> PushMessage:
+    """Lease the oldest message to the client's consumer (events need the lease)."""
+    (leased,) = client.post(LEASE, {"max": 1}, format="json").json()["messages"]
+    return PushMessage.objects.get(pk=leased["id"])
 
 
 # (method, url, the key that has the wrong scope for it)
@@ -152,10 +169,11 @@ def test_a_lease_marks_tasks_pushed(produced, keys, client_for) -> None:
 
 
 def test_an_expired_lease_goes_to_another_consumer(produced) -> None:
-    taken = messages_lease(owner="a", limit=6, lease_seconds=30)
-    assert messages_lease(owner="b", limit=6, lease_seconds=30) == []
+    a, b = _consumer_id("a"), _consumer_id("b")
+    taken = messages_lease(consumer_id=a, owner="a", limit=6, lease_seconds=30)
+    assert messages_lease(consumer_id=b, owner="b", limit=6, lease_seconds=30) == []
     later = timezone.now() + timedelta(seconds=31)
-    again = messages_lease(owner="b", limit=6, lease_seconds=30, now=later)
+    again = messages_lease(consumer_id=b, owner="b", limit=6, lease_seconds=30, now=later)
     assert [m.pk for m in again] == [m.pk for m in taken]
 
 
@@ -167,7 +185,10 @@ def test_a_delivered_message_is_not_leased_again(produced, keys, client_for) -> 
     )
     later = timezone.now() + timedelta(hours=2)
     assert message["id"] not in [
-        m.pk for m in messages_lease(owner="b", limit=9, lease_seconds=5, now=later)
+        m.pk
+        for m in messages_lease(
+            consumer_id=_consumer_id("b"), owner="b", limit=9, lease_seconds=5, now=later
+        )
     ]
 
 
@@ -175,11 +196,15 @@ def test_a_delivered_message_is_not_leased_again(produced, keys, client_for) -> 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_consumers_never_share_a_message(produced) -> None:
     results: dict[str, list[int]] = {}
+    consumers = {owner: _consumer_id(owner) for owner in ("a", "b")}
     barrier = threading.Barrier(2)
 
     def consume(owner: str) -> None:
         barrier.wait()
-        results[owner] = [m.pk for m in messages_lease(owner=owner, limit=3, lease_seconds=60)]
+        leased = messages_lease(
+            consumer_id=consumers[owner], owner=owner, limit=3, lease_seconds=60
+        )
+        results[owner] = [m.pk for m in leased]
         connection.close()
 
     threads = [threading.Thread(target=consume, args=(o,)) for o in ("a", "b")]
@@ -223,8 +248,9 @@ def _post_event(client, message_id: int, body: dict, key: str | None):
 
 
 def test_an_accepted_event_moves_the_task_to_accepted(produced, keys, client_for) -> None:
-    message = _first_message()
-    response = _post_event(client_for(keys.push), message.pk, {"type": "accepted"}, "e1")
+    client = client_for(keys.push)
+    message = _lease_first(client)
+    response = _post_event(client, message.pk, {"type": "accepted"}, "e1")
     assert response.status_code == 200
     assert response.json()["task_state"] == "accepted"
     message.refresh_from_db()
@@ -232,7 +258,8 @@ def test_an_accepted_event_moves_the_task_to_accepted(produced, keys, client_for
 
 
 def test_it_replays_the_same_key_and_body(produced, keys, client_for) -> None:
-    client, message = client_for(keys.push), _first_message()
+    client = client_for(keys.push)
+    message = _lease_first(client)
     first = _post_event(client, message.pk, {"type": "delivered"}, "same")
     again = _post_event(client, message.pk, {"type": "delivered"}, "same")
     assert (again.status_code, again.json()) == (first.status_code, first.json())
@@ -241,7 +268,8 @@ def test_it_replays_the_same_key_and_body(produced, keys, client_for) -> None:
 
 
 def test_it_answers_422_for_the_same_key_with_another_body(produced, keys, client_for) -> None:
-    client, message = client_for(keys.push), _first_message()
+    client = client_for(keys.push)
+    message = _lease_first(client)
     _post_event(client, message.pk, {"type": "delivered"}, "same")
     response = _post_event(client, message.pk, {"type": "accepted"}, "same")
     assert response.status_code == 422
@@ -254,9 +282,10 @@ def test_it_requires_an_idempotency_key(produced, keys, client_for) -> None:
 
 
 def test_it_answers_409_for_an_event_on_a_final_task(produced, keys, client_for) -> None:
-    message = _first_message()
+    client = client_for(keys.push)
+    message = _lease_first(client)
     IncentiveTask.objects.filter(pk=message.task_id).update(state=TaskState.EXPIRED)
-    response = _post_event(client_for(keys.push), message.pk, {"type": "delivered"}, "late")
+    response = _post_event(client, message.pk, {"type": "delivered"}, "late")
     assert response.status_code == 409
     assert "expired" in response.json()["detail"]
 
@@ -278,7 +307,7 @@ def test_it_rejects_an_unknown_event_type(produced, keys, client_for) -> None:
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_retries_run_the_event_once(produced, keys, client_for) -> None:
-    message, responses = _first_message(), []
+    message, responses = _lease_first(client_for(keys.push)), []
     barrier = threading.Barrier(4)
 
     def retry() -> None:
@@ -344,3 +373,12 @@ def test_it_throttles_per_key(produced, keys, client_for) -> None:
         assert [limited.get(FEED).status_code for _ in range(3)] == [200, 200, 429]
         assert int(limited.get(FEED)["Retry-After"]) > 0
         assert client_for(keys.ops).get(FEED).status_code == 200  # another key, its own count
+
+
+def test_a_key_deactivated_by_saving_it_is_refused_at_once(produced, keys, client_for) -> None:
+    client = client_for(keys.push)
+    assert client.get(FEED).status_code == 200  # the key is now cached
+    api_key = ApiKey.objects.get(name="pusher")
+    api_key.is_active = False
+    api_key.save()
+    assert client.get(FEED).status_code == 401

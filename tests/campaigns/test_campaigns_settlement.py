@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from django.core.management import call_command
+import pytest
+from django.core.management import CommandError, call_command
 
 from advertisers.models import DailyStat
-from campaigns.models import BudgetLedgerEntry, IncentiveTask, TaskState
+from campaigns.models import BudgetLedgerEntry, Campaign, IncentiveTask, TaskState
 from campaigns.selectors import tasks_progress
 from campaigns.services import campaign_produce, task_advance, tasks_settle
 
@@ -115,3 +116,67 @@ def test_the_settle_command_reports_the_run(produced, world, capsys) -> None:
     _spend(world, "A003", "400")
     call_command("settle")
     assert "1 completed (paid 40.00)" in capsys.readouterr().out
+
+
+def _unreserve(campaign) -> None:
+    """Break a campaign's books: its tasks lose their reservations."""
+    BudgetLedgerEntry.objects.filter(campaign=campaign).delete()
+    Campaign.objects.filter(pk=campaign.pk).update(reserved=0)
+
+
+def test_a_campaign_without_reservations_is_skipped_and_the_others_settle(
+    make_campaign, world
+) -> None:
+    bad, good = make_campaign(top_n=3, name="broken"), make_campaign(name="sound")
+    campaign_produce(campaign=bad)
+    campaign_produce(campaign=good)
+    _unreserve(bad)
+    _spend(world, "A003", "10", day=AS_OF + timedelta(days=7))  # every window has passed
+
+    result = tasks_settle()
+
+    (skipped,) = result.skipped
+    assert (skipped.campaign_id, skipped.name) == (bad.pk, "broken")
+    assert "no budget reservation" in skipped.reason
+    good.refresh_from_db()
+    assert (result.expired, good.reserved) == (3, Decimal("0"))
+    assert set(IncentiveTask.objects.filter(campaign=bad).values_list("state", flat=True)) == {
+        TaskState.CREATED
+    }
+    assert not BudgetLedgerEntry.objects.filter(campaign=bad).exists()
+
+
+def test_a_campaign_whose_reservation_falls_short_is_skipped(make_campaign, world) -> None:
+    bad, good = make_campaign(top_n=3, name="short"), make_campaign(name="sound")
+    campaign_produce(campaign=bad)
+    campaign_produce(campaign=good)
+    Campaign.objects.filter(pk=bad.pk).update(reserved=Decimal("1.00"))
+    _spend(world, "A003", "10", day=AS_OF + timedelta(days=7))
+
+    result = tasks_settle()
+
+    assert [s.campaign_id for s in result.skipped] == [bad.pk]
+    assert "more than is reserved" in result.skipped[0].reason
+    assert result.expired == 3
+    assert IncentiveTask.objects.filter(campaign=bad, state=TaskState.EXPIRED).count() == 0
+    # The skipped campaign's money and tasks are untouched; a rerun tries it again.
+    bad.refresh_from_db()
+    assert bad.reserved == Decimal("1.00")
+    assert [s.campaign_id for s in tasks_settle().skipped] == [bad.pk]
+
+
+def test_the_settle_command_reports_a_skipped_campaign_and_fails(
+    make_campaign, world, capsys
+) -> None:
+    bad, good = make_campaign(top_n=3, name="broken"), make_campaign(name="sound")
+    campaign_produce(campaign=bad)
+    campaign_produce(campaign=good)
+    _unreserve(bad)
+    _spend(world, "A003", "10", day=AS_OF + timedelta(days=7))
+
+    with pytest.raises(CommandError, match="1 campaign"):
+        call_command("settle")
+
+    captured = capsys.readouterr()
+    assert "3 expired" in captured.out
+    assert f"campaign {bad.pk} (broken) skipped" in captured.err

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[2]
 SETUP = "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"
 
 
@@ -63,3 +66,35 @@ def test_it_creates_the_folder_of_the_default_sqlite_database(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (var / "db.sqlite3").exists()
+
+
+def test_debug_is_off_when_the_variable_is_unset():
+    result = run_setup(SECRET_KEY="z" * 50)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_it_refuses_to_start_without_secret_key_when_debug_is_unset():
+    result = run_setup()
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set and DEBUG is off" in result.stderr
+
+
+def test_debug_1_turns_debug_on_with_a_throwaway_secret():
+    result = run_setup(DEBUG="1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+
+
+def test_the_demo_runs_with_debug_on(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("demo", REPO / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    for name in ("DEBUG", "DATABASE_URL", "CELERY_BROKER_URL", "ARTIFACT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:1/0")
+    demo.embedded_environment(db_path=tmp_path / "demo.sqlite3", out=tmp_path)
+    assert os.environ["DEBUG"] == "1"
+    assert "CELERY_BROKER_URL" not in os.environ
+    result = run_setup(DEBUG=os.environ["DEBUG"])
+    assert (result.returncode, result.stdout.strip()) == (0, "True")

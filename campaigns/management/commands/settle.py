@@ -1,4 +1,7 @@
-"""Run settlement once: complete tasks that reached their target, expire overdue ones."""
+"""Run settlement once: complete tasks that reached their target, expire overdue ones.
+
+A campaign whose books do not add up is reported on stderr and skipped; the others are
+settled, and the command then exits with status 1."""
 
 from __future__ import annotations
 
@@ -30,3 +33,10 @@ class Command(BaseCommand):
             f"checked, {result.completed} completed (paid {result.settled_amount}), "
             f"{result.expired} expired (released {result.released_amount})."
         )
+        for skipped in result.skipped:
+            self.stderr.write(skipped.line())
+        if result.skipped:
+            raise CommandError(
+                f"{len(result.skipped)} campaign(s) skipped, the others settled; fix their "
+                "books and run settle again."
+            )
