@@ -305,7 +305,8 @@ class IncentiveTask(models.Model):
         help_text="What selected it: p_inactive, active_days, uplift, random or exploration.",
     )
     selection_score = models.FloatField(
-        null=True, blank=True, help_text="Its score under that rule (e.g. P(inactive)).")
+        null=True, blank=True, help_text="Its score under that rule (e.g. P(inactive))."
+    )
     expected_gain = models.FloatField(
         null=True,
         blank=True,

@@ -50,7 +50,7 @@ class OracleScorer:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def __call__(self, candidates, offers) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    def __call__(self, candidates, offers) -> tuple[np.ndarray, np.ndarray]:
         n, k = offers.target.shape
         incentives = [
             Incentive(

@@ -27,8 +27,9 @@ def _num(value: Any) -> float:
 def arm_table(report: dict) -> list[dict]:
     """One row per arm (report order), with the increments against the no-task arm."""
     totals = report["groups"]
-    increments = {r["arm"]: r for r in (report.get("incremental_vs_no_task_arm") or {}).get(
-        "arms", [])}  # fmt: skip
+    increments = {
+        r["arm"]: r for r in (report.get("incremental_vs_no_task_arm") or {}).get("arms", [])
+    }
     rows = []
     for arm in report["arms"]:
         name = arm["name"]
@@ -49,8 +50,10 @@ def arm_table(report: dict) -> list[dict]:
                 "net_arpu": (spend - reward) / n if n else math.nan,
                 "reward_spent": reward,
                 "inc_active_per_1000": _num(per_active.get("value")),
-                "inc_active_per_1000_ci": (_num(per_active.get("ci_low")),
-                                           _num(per_active.get("ci_high"))),  # fmt: skip
+                "inc_active_per_1000_ci": (
+                    _num(per_active.get("ci_low")),
+                    _num(per_active.get("ci_high")),
+                ),
                 "inc_net_per_1000": _num(per_net.get("value")),
                 "inc_net_per_1000_ci": (_num(per_net.get("ci_low")), _num(per_net.get("ci_high"))),
             }
@@ -105,9 +108,13 @@ def markdown(result_rows: list[dict], comparison: list[dict]) -> str:
             f"| {_ci(r['inc_active_per_1000_ci'])} | {_fmt(r['inc_net_per_1000'], '.0f')} "
             f"| {_ci(r['inc_net_per_1000_ci'], '.0f')} |"
         )
-    lines += ["", "M2M against single-task on the targeted groups (paper: +2.59% active rate, "
-              "+2.09% ARPU):", "", "| metric | relative lift | 95% CI | p | p (Holm) |",
-              "|---|---:|---|---:|---:|"]  # fmt: skip
+    lines += [
+        "",
+        "M2M against single-task on the targeted groups (paper: +2.59% active rate, +2.09% ARPU):",
+        "",
+        "| metric | relative lift | 95% CI | p | p (Holm) |",
+        "|---|---:|---|---:|---:|",
+    ]
     for c in comparison:
         lines.append(
             f"| {c['metric']} | {_fmt(100 * c['relative_lift'], '+.2f')}% "
@@ -120,8 +127,11 @@ def markdown(result_rows: list[dict], comparison: list[dict]) -> str:
 def ratios(rows: list[dict]) -> dict[str, float]:
     """The issue's headline ratios of incremental actives per 1,000 of budget."""
     by = {r["arm"]: r["inc_active_per_1000"] for r in rows}
-    uplift, m2m, oracle = by.get("m2m-uplift", math.nan), by.get("m2m", math.nan), by.get(
-        "oracle", math.nan)  # fmt: skip
+    uplift, m2m, oracle = (
+        by.get("m2m-uplift", math.nan),
+        by.get("m2m", math.nan),
+        by.get("oracle", math.nan),
+    )
     return {
         "uplift_over_m2m_least_activity": uplift / m2m if m2m else math.nan,
         "uplift_over_oracle": uplift / oracle if oracle else math.nan,
@@ -130,8 +140,14 @@ def ratios(rows: list[dict]) -> dict[str, float]:
 
 def repeats_summary(per_repeat: list[list[dict]]) -> list[dict]:
     """mean and sd over repeats of every numeric column, per arm."""
-    columns = ("active_rate", "arpu", "net_arpu", "reward_spent", "inc_active_per_1000",
-               "inc_net_per_1000")  # fmt: skip
+    columns = (
+        "active_rate",
+        "arpu",
+        "net_arpu",
+        "reward_spent",
+        "inc_active_per_1000",
+        "inc_net_per_1000",
+    )
     out = []
     for i, first in enumerate(per_repeat[0]):
         values = {c: np.array([rows[i][c] for rows in per_repeat], float) for c in columns}
@@ -139,8 +155,10 @@ def repeats_summary(per_repeat: list[list[dict]]) -> list[dict]:
             {
                 "arm": first["arm"],
                 **{f"{c}_mean": float(np.nanmean(v)) for c, v in values.items()},
-                **{f"{c}_sd": float(np.nanstd(v, ddof=1)) if len(v) > 1 else math.nan
-                   for c, v in values.items()},  # fmt: skip
+                **{
+                    f"{c}_sd": float(np.nanstd(v, ddof=1)) if len(v) > 1 else math.nan
+                    for c, v in values.items()
+                },
             }
         )
     return out
@@ -155,9 +173,14 @@ def repeats_markdown(summary: list[dict]) -> str:
     for s in summary:
         cells = [
             f"{_fmt(s[c + '_mean'], f)} ± {_fmt(s[c + '_sd'], f)}"
-            for c, f in (("active_rate", ".4f"), ("arpu", ".2f"), ("net_arpu", ".2f"),
-                         ("reward_spent", ".0f"), ("inc_active_per_1000", ".2f"),
-                         ("inc_net_per_1000", ".0f"))  # fmt: skip
+            for c, f in (
+                ("active_rate", ".4f"),
+                ("arpu", ".2f"),
+                ("net_arpu", ".2f"),
+                ("reward_spent", ".0f"),
+                ("inc_active_per_1000", ".2f"),
+                ("inc_net_per_1000", ".0f"),
+            )
         ]
         lines.append(f"| {s['arm']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -179,8 +202,10 @@ def chart_png(rows: list[dict], path: Path) -> Path:
     colors = ["#999999" if r["targeting"] == "external" else "#3366aa" for r in shown]
     ax.barh(y, value, color=colors)
     ax.errorbar(value, y, xerr=[value - lo, hi - value], fmt="none", ecolor="black", capsize=3)
-    ax.set_yticks(y, [f"{r['arm']} (upper bound)" if r["targeting"] == "external" else r["arm"]
-                      for r in shown])  # fmt: skip
+    ax.set_yticks(
+        y,
+        [f"{r['arm']} (upper bound)" if r["targeting"] == "external" else r["arm"] for r in shown],
+    )
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel("incremental active advertisers per 1,000 of reward (95% CI)")
     ax.invert_yaxis()

@@ -99,8 +99,10 @@ class _Stages:
         t0 = time.monotonic()
         value = fn()
         self.result.stage_seconds[name] = round(time.monotonic() - t0, 1)
-        self.progress(f"[{time.monotonic() - self.started:7.1f} s] {name}: done in "
-                      f"{self.result.stage_seconds[name]:.1f} s")  # fmt: skip
+        self.progress(
+            f"[{time.monotonic() - self.started:7.1f} s] {name}: done in "
+            f"{self.result.stage_seconds[name]:.1f} s"
+        )
         return value
 
 
@@ -192,18 +194,31 @@ def _advance(world_dir: Path, days: int, tasks: list[int]) -> tuple[np.ndarray, 
     from campaigns.models import IncentiveTask, TaskState
     from campaigns.services import tasks_transition_bulk
 
-    tasks_transition_bulk(task_ids=tasks, to=TaskState.DELIVERED, actor="lab-push")
+    for state in (TaskState.PUSHED, TaskState.DELIVERED):  # the push system sends every one
+        tasks_transition_bulk(task_ids=tasks, to=state, actor="lab-push")
     rows = list(
         IncentiveTask.objects.filter(pk__in=tasks)
         .order_by("pk")
         .values_list(
-            "pk", "advertiser__advertiser_id", "scenario__code", "kind", "target", "reward",
-            "valid_from", "valid_until",
-        )  # fmt: skip
+            "pk",
+            "advertiser__advertiser_id",
+            "scenario__code",
+            "kind",
+            "target",
+            "reward",
+            "valid_from",
+            "valid_until",
+        )
     )
     incentives = [
-        Incentive(advertiser_id=a, scenario=s, kind=k, target=float(t), reward=float(r),
-                  valid_days=(u - f).days + 1)  # fmt: skip
+        Incentive(
+            advertiser_id=a,
+            scenario=s,
+            kind=k,
+            target=float(t),
+            reward=float(r),
+            valid_days=(u - f).days + 1,
+        )
         for _, a, s, k, t, r, f, u in rows
     ]
     world = _world(world_dir)

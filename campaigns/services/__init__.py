@@ -39,7 +39,6 @@ from campaigns.services.production import (
     round_nice,
 )
 from campaigns.services.push import message_event_record, messages_lease
-from campaigns.services.uplift import uplift_model_train
 from campaigns.services.settlement import SettlementResult, tasks_settle
 from campaigns.services.tasks import (
     TransitionBatch,
@@ -53,6 +52,7 @@ from campaigns.services.templates import (
     template_update,
     templates_default_ensure,
 )
+from campaigns.services.uplift import uplift_model_train
 
 __all__ = [
     "BudgetExceeded",
@@ -90,4 +90,5 @@ __all__ = [
     "template_create",
     "template_update",
     "templates_default_ensure",
+    "uplift_model_train",
 ]

@@ -604,9 +604,7 @@ def _drafts(campaign: Campaign, plan: _Plan, as_of: date, count: int) -> list[_D
                 valid_until=as_of + timedelta(days=template.validity_days),
                 selection_kind=plan.selection_kind,
                 score=None if plan.score is None else float(plan.score[i]),
-                expected_gain=None
-                if plan.expected_gain is None
-                else float(plan.expected_gain[i]),
+                expected_gain=None if plan.expected_gain is None else float(plan.expected_gain[i]),
             )
         )
     return drafts

@@ -58,9 +58,17 @@ def uplift_training_rows(*, campaigns: list[Campaign]) -> UpliftRows:
     ids = [c.pk for c in campaigns]
     tasks = list(
         IncentiveTask.objects.filter(campaign_id__in=ids).values_list(
-            "advertiser_id", "campaign_id", "prediction_as_of", "kind", "target", "predicted_base",
-            "reward", "valid_from", "valid_until", "state",
-        )  # fmt: skip
+            "advertiser_id",
+            "campaign_id",
+            "prediction_as_of",
+            "kind",
+            "target",
+            "predicted_base",
+            "reward",
+            "valid_from",
+            "valid_until",
+            "state",
+        )
     )
     held = list(
         CampaignHoldout.objects.filter(campaign_id__in=ids).values_list(
@@ -100,8 +108,7 @@ def _daily_spend(advertiser_pks: np.ndarray, first: date, last: date) -> tuple[n
     """(unique advertiser pks, their [A, D] daily spend over [first, last])."""
     unique = np.unique(advertiser_pks)
     rows = (
-        DailyStat.objects.filter(advertiser_id__in=unique.tolist(), date__gte=first,
-                                 date__lte=last)  # fmt: skip
+        DailyStat.objects.filter(advertiser_id__in=unique.tolist(), date__gte=first, date__lte=last)
         .values("advertiser_id", "date")
         .annotate(spend=Sum("expenditure"))
         .values_list("advertiser_id", "date", "spend")
@@ -127,9 +134,7 @@ def _window_outcomes(
     lo = (start - np.datetime64(first, "D")).astype(np.int64)
     hi = (end - np.datetime64(first, "D")).astype(np.int64) + 1
     cum = np.concatenate([np.zeros((len(unique), 1)), np.cumsum(spend, axis=1)], axis=1)
-    cum_active = np.concatenate(
-        [np.zeros((len(unique), 1)), np.cumsum(spend > 0, axis=1)], axis=1
-    )
+    cum_active = np.concatenate([np.zeros((len(unique), 1)), np.cumsum(spend > 0, axis=1)], axis=1)
     total = cum[ai, hi] - cum[ai, lo]
     days = cum_active[ai, hi] - cum_active[ai, lo]
     return (days > 0).astype(float), total
@@ -153,10 +158,12 @@ def candidate_features(
         sorted_pks = pks[order]
         preds = list(
             Prediction.objects.filter(
-                model_version_id=model_version_id, as_of=day.item(),
+                model_version_id=model_version_id,
+                as_of=day.item(),
                 advertiser_id__in=np.unique(pks).tolist(),
-            ).values_list("advertiser_id", "scenario_id", "expenditure", "clicks",
-                          "active_days", "p_inactive")  # fmt: skip
+            ).values_list(
+                "advertiser_id", "scenario_id", "expenditure", "clicks", "active_days", "p_inactive"
+            )
         )
         if preds:
             a, sc, e, c, d, p = (np.array(v) for v in zip(*preds, strict=True))
@@ -190,8 +197,9 @@ def _spread_duplicates(rows: np.ndarray, pks: np.ndarray, cube: dict, p_off: np.
         arr[rows] = arr[source]
 
 
-def offer_features_of(kind_index: np.ndarray, target: np.ndarray, base: np.ndarray,
-                      reward: np.ndarray) -> np.ndarray:  # fmt: skip
+def offer_features_of(
+    kind_index: np.ndarray, target: np.ndarray, base: np.ndarray, reward: np.ndarray
+) -> np.ndarray:
     from campaigns.uplift import offer_features
 
     return offer_features(
@@ -203,40 +211,50 @@ def offer_features_of(kind_index: np.ndarray, target: np.ndarray, base: np.ndarr
 def uplift_model_train(*, campaigns: list[Campaign], seed: int = 0) -> UpliftModel:
     """Fit campaigns.uplift.UpliftModel on the campaigns' history, report its Qini/AUUC on a
     held-out fifth, and register it as the newest model."""
-    from campaigns.uplift import OFFER_FEATURE_NAMES, UPLIFT_FEATURE_NAMES
+    from campaigns.uplift import OFFER_FEATURE_NAMES, UPLIFT_FEATURE_NAMES, qini
     from campaigns.uplift import UpliftModel as Learner
-    from campaigns.uplift import qini
 
     rows = uplift_training_rows(campaigns=campaigns)
     versions = {c.model_version_id or _version_of(c) for c in campaigns}
     if len(versions) != 1:
         raise UpliftTrainingError("the campaigns' tasks come from different model versions.")
     version_id = versions.pop()
-    X = candidate_features(model_version_id=version_id, as_of=rows.as_of,
-                           advertiser_pk=rows.advertiser_pk)  # fmt: skip
+    X = candidate_features(
+        model_version_id=version_id, as_of=rows.as_of, advertiser_pk=rows.advertiser_pk
+    )
     treated = rows.treated == 1
-    O = np.zeros((len(rows), len(OFFER_FEATURE_NAMES)))
-    O[treated] = offer_features_of(
-        rows.kind_index[treated][:, None], rows.target[treated][:, None],
-        rows.base[treated][:, None], rows.reward[treated][:, None],
-    )[:, 0, :]  # fmt: skip
+    offer_x = np.zeros((len(rows), len(OFFER_FEATURE_NAMES)))
+    offer_x[treated] = offer_features_of(
+        rows.kind_index[treated][:, None],
+        rows.target[treated][:, None],
+        rows.base[treated][:, None],
+        rows.reward[treated][:, None],
+    )[:, 0, :]
     rng = np.random.default_rng(seed)
     test = rng.random(len(rows)) < 0.2
     fit = ~test
     learner = Learner.fit(
-        X[fit], O[fit], rows.treated[fit], rows.y_active[fit], rows.y_spend[fit],
-        y_paid=rows.y_paid[fit], seed=seed, x_names=UPLIFT_FEATURE_NAMES,
+        X[fit],
+        offer_x[fit],
+        rows.treated[fit],
+        rows.y_active[fit],
+        rows.y_spend[fit],
+        y_paid=rows.y_paid[fit],
+        seed=seed,
+        x_names=UPLIFT_FEATURE_NAMES,
         o_names=OFFER_FEATURE_NAMES,
-    )  # fmt: skip
+    )
     quality = {"rows": len(rows), "treated": int(treated.sum()), "control": int((~treated).sum())}
     t_test = test & treated
     if t_test.any() and (test & ~treated).any():
         gain_active, _ = learner.predict_gain(
-            X[test], O[test][:, None, :], rows.reward[test][:, None]
+            X[test], offer_x[test][:, None, :], rows.reward[test][:, None]
         )
         q = qini(gain_active[:, 0], rows.treated[test], rows.y_active[test])
         quality.update({k: v for k, v in q.items() if isinstance(v, int | float)})
-    path = Path(settings.ARTIFACT_DIR) / "uplift" / f"uplift-{date.today()}-{rng.integers(1e9)}.json"
+    path = (
+        Path(settings.ARTIFACT_DIR) / "uplift" / f"uplift-{date.today()}-{rng.integers(1e9)}.json"
+    )
     learner.save(path)
     return UpliftModel.objects.create(
         artifact=str(path.relative_to(settings.ARTIFACT_DIR)),
@@ -261,14 +279,17 @@ class UpliftScorer:
     def __init__(self, learner: object, model_version: ModelVersion, as_of: date) -> None:
         self.learner, self.model_version, self.as_of = learner, model_version, as_of
 
-    def __call__(self, candidates, offers) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    def __call__(self, candidates, offers) -> tuple[np.ndarray, np.ndarray]:
         n, k = offers.target.shape
         as_of = np.full(n, np.datetime64(self.as_of, "D"))
-        X = candidate_features(model_version_id=self.model_version.pk, as_of=as_of,
-                               advertiser_pk=candidates.advertiser_pk)  # fmt: skip
+        X = candidate_features(
+            model_version_id=self.model_version.pk,
+            as_of=as_of,
+            advertiser_pk=candidates.advertiser_pk,
+        )
         kind = np.broadcast_to(np.array([OFFER_KINDS.index(x) for x in offers.kind]), (n, k))
-        O = offer_features_of(kind, offers.target, offers.base, offers.reward)
-        return self.learner.predict_gain(X, O, offers.reward)
+        offer_x = offer_features_of(kind, offers.target, offers.base, offers.reward)
+        return self.learner.predict_gain(X, offer_x, offers.reward)
 
 
 def uplift_scorer_latest(campaign: Campaign) -> UpliftScorer | None:
