@@ -354,7 +354,7 @@ def _oracle_produce(config: LabConfig, world_dir: Path, experiment) -> None:
         policy=Campaign.Policy.BOTTOM_N,
         targeting=Campaign.Targeting.UPLIFT,
         top_n=experiment.targets_per_arm,
-        holdout_share=config.campaign_holdout_share,
+        holdout_share=0.0,  # like every arm: the no-task arm measures the increment
     )
     Arm.objects.filter(pk=arm.pk).update(campaign_id=campaign.pk)
     members = Assignment.objects.filter(arm=arm).values("advertiser_id")
