@@ -749,6 +749,9 @@ def _arm_campaign(*, experiment: Experiment, arm: Arm) -> object:
         policy=Campaign.Policy.BOTTOM_N if by_targets else Campaign.Policy.THRESHOLD,
         targeting=arm.targeting,
         top_n=experiment.targets_per_arm,
+        # The experiment's own no-task arm or holdout measures the increment: no hidden
+        # holdout inside an arm, so "targeted" means the same in every arm.
+        holdout_share=0.0,
         threshold=None if by_targets else Decimal(str(experiment.inactivity_threshold)),
         scenarios=list(experiment.scenarios.all()),
     )

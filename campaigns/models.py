@@ -161,7 +161,13 @@ class Campaign(models.Model):
         # How the campaign picks its advertisers and offers among the eligible ones.
         LEAST_ACTIVITY = "least_activity", "Least predicted activity first"
         UPLIFT = "uplift", "Uplift allocation under the budget"
-        RANDOM = "random", "Random eligible advertisers (exploration)"
+        RANDOM = "random", "Random eligible advertisers"
+        EXPLORATION = "exploration", "Random advertisers with randomised offers (uplift data)"
+
+    class Objective(models.TextChoices):
+        # What uplift allocation maximises under the budget.
+        ACTIVES = "actives", "Incremental active advertisers"
+        NET_REVENUE = "net_revenue", "Incremental net revenue (spend minus rewards)"
 
     name = models.CharField(max_length=200)
     scenarios = models.ManyToManyField(
@@ -179,6 +185,15 @@ class Campaign(models.Model):
     policy = models.CharField(max_length=16, choices=Policy.choices, default=Policy.BOTTOM_N)
     targeting = models.CharField(
         max_length=16, choices=Targeting.choices, default=Targeting.LEAST_ACTIVITY
+    )
+    objective = models.CharField(
+        max_length=16, choices=Objective.choices, default=Objective.ACTIVES
+    )
+    holdout_share = models.FloatField(
+        default=0.05,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="Random share of the eligible advertisers kept without a task, so the "
+        "campaign's incremental effect is always measurable.",
     )
     threshold = models.DecimalField(
         max_digits=7,
@@ -227,6 +242,10 @@ class Campaign(models.Model):
                 name="campaign_budget_not_exceeded",
             ),
             models.CheckConstraint(condition=Q(reward_cap__gt=0), name="campaign_reward_cap_pos"),
+            models.CheckConstraint(
+                condition=Q(holdout_share__gte=0) & Q(holdout_share__lte=0.5),
+                name="campaign_holdout_share_0_half",
+            ),
             models.CheckConstraint(
                 condition=~Q(model_kind="") | Q(model_version__isnull=False),
                 name="campaign_has_model",
@@ -280,6 +299,19 @@ class IncentiveTask(models.Model):
     reward = models.DecimalField(max_digits=12, decimal_places=2)
     predicted_activity = models.FloatField(help_text="Predicted active days that selected it.")
     predicted_base = models.FloatField(help_text="Predicted level the target stretches.")
+    selection_kind = models.CharField(
+        max_length=16,
+        blank=True,
+        help_text="What selected it: p_inactive, active_days, uplift, random or exploration.",
+    )
+    selection_score = models.FloatField(
+        null=True, blank=True, help_text="Its score under that rule (e.g. P(inactive))."
+    )
+    expected_gain = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Uplift allocation: the expected gain in the campaign's objective.",
+    )
     prediction_as_of = models.DateField()
     valid_from = models.DateField()
     valid_until = models.DateField(help_text="Last day of the window, inclusive.")
@@ -481,3 +513,38 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} -> {self.response_status}"
+
+
+class CampaignHoldout(models.Model):
+    """An eligible advertiser a campaign kept without a task at one production (its holdout)."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="holdouts")
+    advertiser = models.ForeignKey(Advertiser, on_delete=models.CASCADE, related_name="+")
+    as_of = models.DateField(help_text="The predictions' as-of date of that production.")
+    valid_from = models.DateField(help_text="The window its tasks would have had.")
+    valid_until = models.DateField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "advertiser"], name="holdout_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id}: holdout {self.advertiser_id}"
+
+
+class UpliftModel(models.Model):
+    """A trained uplift model (campaigns.uplift) and what it learnt from; the newest is used."""
+
+    artifact = models.CharField(max_length=500, help_text="Path under ARTIFACT_DIR.")
+    trained_on = models.JSONField(default=list, help_text="Campaign ids of its training rows.")
+    rows = models.PositiveIntegerField(default=0)
+    quality = models.JSONField(default=dict, help_text="Qini / AUUC on held-out rows.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"uplift model {self.pk}"

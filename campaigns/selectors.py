@@ -8,6 +8,7 @@ DailyStat rows of its validity window in one GROUP BY.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -15,8 +16,21 @@ from decimal import Decimal
 
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Count, Exists, Max, OuterRef, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce, Greatest, Ln
 from django.utils.dateparse import parse_datetime
 
 from advertisers.models import Advertiser, DailyStat
@@ -133,6 +147,8 @@ class Candidate:
     expenditure: float
     clicks: float
     awarded: Decimal
+    # P(no active day in any scope scenario over the horizon); None for a model without it.
+    p_inactive: float | None = None
 
 
 def advertisers_selectable(
@@ -141,10 +157,14 @@ def advertisers_selectable(
     model_version: ModelVersion,
     as_of: date,
     candidate_advertiser_ids: Iterable[int] | QuerySet | None = None,
+    cut: bool = True,
 ) -> list[Candidate]:
-    """Eligible advertisers picked by the campaign's policy, least predicted activity first.
+    """Eligible advertisers, least predicted activity first; with `cut`, only those the
+    campaign's policy admits (at most top_n, or predicted activity at or below the threshold).
 
-    Predicted activity is the predicted active days summed over the campaign's scope. Eligible:
+    Predicted activity is the predicted active days summed over the campaign's scope; the
+    per-advertiser P(inactive) is the product of the scope scenarios' P(no active day), i.e.
+    the scenarios are taken as independent given the forecast (exp(sum(ln p)) in SQL). Eligible:
     active in scope during the `lookback_days` up to as-of, no open task, no task whose window
     ended within `cooldown_days` of the new window, and below the campaign's reward cap.
     """
@@ -170,14 +190,17 @@ def advertisers_selectable(
             activity=Sum("active_days"),
             expenditure=Sum("expenditure"),
             clicks=Sum("clicks"),
+            log_p_inactive=Sum(Ln(Greatest(F("p_inactive"), Value(1e-12)))),
+            unknown_p=Sum(Case(When(p_inactive__isnull=True, then=1), default=0)),
             awarded=Coalesce(Subquery(_awarded(campaign)), Value(Decimal("0"))),
         )
         .filter(awarded__lt=campaign.reward_cap)
-        .order_by("activity", "advertiser_id")
+        # Most likely inactive first; a model without P(inactive): least predicted active days.
+        .order_by(F("log_p_inactive").desc(nulls_last=True), "activity", "advertiser_id")
     )
-    if campaign.policy == Campaign.Policy.THRESHOLD:
+    if cut and campaign.policy == Campaign.Policy.THRESHOLD:
         rows = rows.filter(activity__lte=float(campaign.threshold))
-    else:
+    elif cut:
         rows = rows[: campaign.top_n]
     return [
         Candidate(
@@ -188,6 +211,9 @@ def advertisers_selectable(
             expenditure=float(r["expenditure"]),
             clicks=float(r["clicks"]),
             awarded=Decimal(r["awarded"]),
+            p_inactive=None
+            if r["unknown_p"] or r["log_p_inactive"] is None
+            else math.exp(r["log_p_inactive"]),
         )
         for r in rows
     ]

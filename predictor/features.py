@@ -857,8 +857,13 @@ def dataset_build(
     stride: int = 7,
     n_bins: int = 32,
     gap_days: int = 7,
+    advertiser_pk_range: tuple[int, int] | None = None,
 ) -> Dataset:
-    """Training, validation and test samples over a data window, with a spec fitted on train."""
+    """Training, validation and test samples over a data window, with a spec fitted on train.
+
+    `advertiser_pk_range` ([lo, hi)) trains on a sample of the advertisers: their samples only,
+    while the scenario statistics still describe the whole population (queried per as-of date),
+    as they do when the model scores."""
     first, last = data_window()
     start, end = start or first, end or last
     dates = as_of_dates(
@@ -868,10 +873,12 @@ def dataset_build(
         dates, window_days=window_days, horizon_days=horizon_days, gap_days=gap_days
     )
     scenarios = scenarios_load()
-    cube = cube_load(start=start, end=end, scenario_pks=scenarios.pks)
+    cube = cube_load(
+        start=start, end=end, scenario_pks=scenarios.pks, advertiser_pk_range=advertiser_pk_range
+    )
     advertisers = advertisers_load(cube.advertiser_pks)
     parts = {name: _as_array(getattr(split, name)) for name in ("train", "valid", "test")}
-    activity = {n: scenario_activity_from_cube(cube, cube.day_index(d)) for n, d in parts.items()}
+    activity = {n: _scenario_activity(cube, scenarios, d) for n, d in parts.items()}
     spec = spec_fit(
         cube,
         scenarios,
@@ -894,6 +901,15 @@ def dataset_build(
         end=end,
         **sets,
     )
+
+
+def _scenario_activity(cube: Cube, scenarios: ScenarioTable, as_of: np.ndarray) -> np.ndarray:
+    """[S, Q, 2] population statistics: from the cube when it holds every advertiser, else one
+    aggregate query per as-of date."""
+    if cube.complete:
+        return scenario_activity_from_cube(cube, cube.day_index(as_of))
+    per_date = [scenario_activity_from_db(scenarios.pks, d.item()) for d in as_of]
+    return np.concatenate(per_date, axis=1) if per_date else np.zeros((len(scenarios.pks), 0, 2))
 
 
 def samples_at(

@@ -88,6 +88,8 @@ class TrainOptions:
     horizon_days: int = 7
     stride: int = 7
     n_bins: int = 32
+    # Train on advertisers with pk in [lo, hi) only (a sample; None: all of them).
+    advertiser_pk_range: tuple[int, int] | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
     resume: bool = True
     progress: bool = False
@@ -108,6 +110,8 @@ class TrainOptions:
         for key in ("start", "end"):
             if isinstance(data.get(key), str):
                 data[key] = date.fromisoformat(data[key])
+        if data.get("advertiser_pk_range") is not None:  # JSON gives a list back
+            data["advertiser_pk_range"] = tuple(data["advertiser_pk_range"])
         return cls(**data)
 
     def dataset(self) -> features.Dataset:
@@ -119,6 +123,7 @@ class TrainOptions:
             horizon_days=self.horizon_days,
             stride=self.stride,
             n_bins=self.n_bins,
+            advertiser_pk_range=self.advertiser_pk_range,
         )
 
     def train_config(

@@ -23,7 +23,7 @@ def consumers_for_existing_keys(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("campaigns", "0002_campaign_targeting"),
+        ("campaigns", "0003_holdout_uplift"),
     ]
 
     operations = [

@@ -52,6 +52,7 @@ from campaigns.services.templates import (
     template_update,
     templates_default_ensure,
 )
+from campaigns.services.uplift import uplift_model_train
 
 __all__ = [
     "BudgetExceeded",
@@ -89,4 +90,5 @@ __all__ = [
     "template_create",
     "template_update",
     "templates_default_ensure",
+    "uplift_model_train",
 ]

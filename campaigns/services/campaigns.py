@@ -63,6 +63,8 @@ def campaign_create(
     ends_at: datetime | None = None,
     cooldown_days: int = 14,
     lookback_days: int = 28,
+    holdout_share: float = 0.05,
+    objective: str = Campaign.Objective.ACTIVES,
 ) -> Campaign:
     templates, scenarios = list(templates), list(scenarios)
     if not templates:
@@ -82,6 +84,8 @@ def campaign_create(
         ends_at=ends_at,
         cooldown_days=cooldown_days,
         lookback_days=lookback_days,
+        holdout_share=holdout_share,
+        objective=objective,
     )
     campaign.full_clean()
     with transaction.atomic():

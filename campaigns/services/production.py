@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Protocol
 
 import numpy as np
 from django.db import connection, transaction
@@ -34,8 +35,10 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from advertisers.models import Scenario
+from campaigns.allocation import allocate
 from campaigns.models import (
     Campaign,
+    CampaignHoldout,
     IncentiveTask,
     PushMessage,
     TaskKind,
@@ -59,6 +62,10 @@ from predictor.models import ModelVersion
 
 # A target more than 1 / REACH_FACTOR times the predicted level is out of reach.
 REACH_FACTOR = 0.5
+# Uplift allocation and exploration offer each template at these multiples of its reward.
+REWARD_LEVELS = (0.5, 1.0, 1.5)
+# Exploration stretches the predicted level by this random factor before the template's own.
+EXPLORATION_STRETCH = (0.6, 1.6)
 # Friendly mantissas: 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000, ...
 NICE_STEPS = np.array([1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0])
 SAMPLE_SIZE = 10
@@ -92,6 +99,9 @@ class ProductionResult:
     by_template: dict[str, int] = field(default_factory=dict)
     sample: list[dict] = field(default_factory=list)
     task_ids: list[int] = field(default_factory=list)
+    targeting: str = ""
+    held_out: int = 0
+    note: str = ""
 
     def as_dict(self) -> dict:
         """JSON-ready (Celery results, logs)."""
@@ -122,11 +132,49 @@ class _Plan:
     base: np.ndarray  # [N] predicted level the target stretches
     target_cents: np.ndarray  # [N] int64
     reward_cents: np.ndarray  # [N] int64
+    selection_kind: str = ""
+    score: np.ndarray | None = None  # [N] the score that selected each
+    expected_gain: np.ndarray | None = None  # [N] uplift allocation's expected gain
+    holdout: list[Candidate] = field(default_factory=list)
+    note: str = ""
 
     def fitting(self, remaining: Decimal) -> int:
         """How many tasks, taken in order, fit into `remaining`."""
         spent = np.cumsum(self.reward_cents)
         return int(np.count_nonzero(spent <= int(remaining * 100)))
+
+
+@dataclass(frozen=True)
+class CandidateFrame:
+    """What an OfferScorer knows of the N candidates (scope sums of the forecasts)."""
+
+    advertiser_pk: np.ndarray  # [N] int64
+    advertiser_id: list[str]  # [N] the platform's own ids
+    activity: np.ndarray  # [N] predicted active days
+    expenditure: np.ndarray  # [N] predicted spend
+    clicks: np.ndarray  # [N] predicted clicks
+    p_inactive: np.ndarray  # [N] P(no active day in scope); NaN when the model has none
+
+
+@dataclass(frozen=True)
+class OfferFrame:
+    """The K offers each candidate may get: template x reward level, personalised per row."""
+
+    template: np.ndarray  # [K] index into the campaign's templates
+    kind: list[str]  # [K] task kind
+    scenario: list[str | None]  # [K] scenario code, None for "any"
+    valid_days: np.ndarray  # [K]
+    target: np.ndarray  # [N, K] in the kind's units
+    reward: np.ndarray  # [N, K] money
+    base: np.ndarray  # [N, K] predicted level over the window the target stretches
+
+
+class OfferScorer(Protocol):
+    """Expected gains of each offer: (gain in P(active) [N, K], gain in net revenue [N, K])."""
+
+    def __call__(
+        self, candidates: CandidateFrame, offers: OfferFrame
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def campaign_produce(
@@ -135,26 +183,33 @@ def campaign_produce(
     candidate_advertiser_ids: Iterable[int] | None = None,
     dry_run: bool = False,
     actor: str = "production",
+    offer_scorer: OfferScorer | None = None,
 ) -> ProductionResult:
     """Produce the campaign's tasks now. dry_run=True is the preview: it writes nothing.
 
     `candidate_advertiser_ids` (Advertiser primary keys, a list or a queryset) restricts who may
-    be selected; the A/B module passes one arm.
+    be selected; the A/B module passes one arm. `offer_scorer` gives uplift allocation its
+    expected gains (default: the newest trained uplift model).
     """
     if dry_run:
         campaign = Campaign.objects.get(pk=campaign.pk)
         _check_producible(campaign)
         templates = campaign_templates_current(campaign=campaign)
-        plan, version, as_of = _plan_build(campaign, templates, candidate_advertiser_ids)
+        plan, version, as_of = _plan_build(
+            campaign, templates, candidate_advertiser_ids, offer_scorer
+        )
         return _result(campaign, plan, version, as_of, fitting=plan.fitting(campaign.remaining))
     with transaction.atomic():
         _production_lock()
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
         _check_producible(campaign)
         templates = campaign_templates_current(campaign=campaign, lock=True)
-        plan, version, as_of = _plan_build(campaign, templates, candidate_advertiser_ids)
+        plan, version, as_of = _plan_build(
+            campaign, templates, candidate_advertiser_ids, offer_scorer
+        )
         fitting = plan.fitting(campaign.remaining)
         task_ids = _tasks_create(campaign, plan, version, as_of, fitting, actor)
+        _holdout_store(campaign, plan, as_of)
         Campaign.objects.filter(pk=campaign.pk).update(
             status=Campaign.Status.RUNNING, launched_at=Coalesce(F("launched_at"), timezone.now())
         )
@@ -185,28 +240,119 @@ def _check_producible(campaign: Campaign) -> None:
 
 
 def _plan_build(
-    campaign: Campaign, templates: list[TaskTemplate], candidate_ids: Iterable[int] | None
+    campaign: Campaign,
+    templates: list[TaskTemplate],
+    candidate_ids: Iterable[int] | None,
+    offer_scorer: OfferScorer | None,
 ) -> tuple[_Plan, ModelVersion, date]:
     version = campaign_model_version(campaign=campaign)
     as_of = predictions_latest_as_of(model_version=version)
+    targeting = campaign.targeting
     candidates = advertisers_selectable(
         campaign=campaign,
         model_version=version,
         as_of=as_of,
         candidate_advertiser_ids=candidate_ids,
+        # Least activity holds out among those it would target; the others among all eligible.
+        cut=targeting == Campaign.Targeting.LEAST_ACTIVITY,
     )
+    candidates, holdout = _holdout_split(campaign, candidates, as_of)
     horizon = predictions_horizon_days(model_version=version, as_of=as_of)
-    return _personalise(campaign, templates, candidates, version, as_of, horizon), version, as_of
+    offers = _offers(campaign, templates, candidates, version, as_of, horizon)
+    if targeting == Campaign.Targeting.UPLIFT:
+        plan = _plan_uplift(campaign, offers, offer_scorer)
+    elif targeting in (Campaign.Targeting.RANDOM, Campaign.Targeting.EXPLORATION):
+        plan = _plan_random(campaign, offers, as_of)
+    else:
+        plan = _plan_least_activity(offers)
+    plan.holdout = holdout
+    return plan, version, as_of
 
 
-def _personalise(
+def _rng(campaign: Campaign, as_of: date, stream: int) -> np.random.Generator:
+    """Reproducible draws per campaign, production day and purpose."""
+    return np.random.default_rng([int(campaign.pk), as_of.toordinal(), stream])
+
+
+def _holdout_split(
+    campaign: Campaign, candidates: list[Candidate], as_of: date
+) -> tuple[list[Candidate], list[Candidate]]:
+    """A random `holdout_share` of the candidates is kept without a task; advertisers already
+    in this campaign's holdout never get one."""
+    held_before = set(campaign.holdouts.values_list("advertiser_id", flat=True))
+    fresh = [c for c in candidates if c.advertiser_pk not in held_before]
+    out = _rng(campaign, as_of, 0).random(len(fresh)) < campaign.holdout_share
+    kept = [c for c, o in zip(fresh, out, strict=True) if not o]
+    return kept, [c for c, o in zip(fresh, out, strict=True) if o]
+
+
+def _holdout_store(campaign: Campaign, plan: _Plan, as_of: date) -> None:
+    validity = max(t.validity_days for t in plan.templates)
+    CampaignHoldout.objects.bulk_create(
+        (
+            CampaignHoldout(
+                campaign=campaign,
+                advertiser_id=c.advertiser_pk,
+                as_of=as_of,
+                valid_from=as_of + timedelta(days=1),
+                valid_until=as_of + timedelta(days=validity),
+            )
+            for c in plan.holdout
+        ),
+        batch_size=1000,
+        ignore_conflicts=True,
+    )
+
+
+@dataclass
+class _Offers:
+    """Every template personalised for every candidate: [N, T] arrays."""
+
+    candidates: list[Candidate]
+    templates: list[TaskTemplate]
+    base: np.ndarray
+    target_cents: np.ndarray
+    reward_cents: np.ndarray
+    cap_left: np.ndarray  # [N] cents left under the per-advertiser reward cap
+
+    def rule_choice(self) -> np.ndarray:
+        """[N] the first template whose predicted level reaches REACH_FACTOR x its minimum
+        (an advertiser no template fits gets the last, easiest one)."""
+        minimum = np.array([float(t.minimum_target) for t in self.templates])
+        fits = self.base >= REACH_FACTOR * minimum
+        return np.where(fits.any(axis=1), fits.argmax(axis=1), len(self.templates) - 1)
+
+    def plan(
+        self,
+        rows: np.ndarray,
+        chosen: np.ndarray,
+        reward: np.ndarray | None = None,
+        **extra: object,
+    ) -> _Plan:
+        rows = np.asarray(rows, dtype=np.int64)
+        chosen = np.asarray(chosen, dtype=np.int64)
+        if reward is None:
+            reward = self.reward_cents[rows, chosen]
+        reward = np.clip(np.minimum(reward, self.cap_left[rows]), 1, None).astype(np.int64)
+        return _Plan(
+            [self.candidates[i] for i in rows],
+            self.templates,
+            chosen,
+            self.base[rows, chosen],
+            self.target_cents[rows, chosen].copy(),
+            reward,
+            **extra,  # type: ignore[arg-type]
+        )
+
+
+def _offers(
     campaign: Campaign,
     templates: list[TaskTemplate],
     candidates: list[Candidate],
     version: ModelVersion,
     as_of: date,
     horizon: int,
-) -> _Plan:
+) -> _Offers:
     n, k = len(candidates), len(templates)
     base = np.zeros((n, k))
     target = np.zeros((n, k), dtype=np.int64)
@@ -218,15 +364,130 @@ def _personalise(
         base[:, j] = level * template.validity_days / horizon
         target[:, j] = _targets_cents(template, base[:, j])
         reward[:, j] = _rewards_cents(template, target[:, j])
-    minimum = np.array([float(t.minimum_target) for t in templates])
-    fits = base >= REACH_FACTOR * minimum  # [N, k]
-    chosen = np.where(fits.any(axis=1), fits.argmax(axis=1), k - 1)
-    rows = np.arange(n)
     cap_left = np.array(
         [int((campaign.reward_cap - c.awarded) * 100) for c in candidates], dtype=np.int64
     )
-    rewards = np.clip(np.minimum(reward[rows, chosen], cap_left), 1, None)
-    return _Plan(candidates, templates, chosen, base[rows, chosen], target[rows, chosen], rewards)
+    return _Offers(candidates, templates, base, target, reward, cap_left)
+
+
+def _plan_least_activity(offers: _Offers) -> _Plan:
+    """Today's rule: candidates in order (most likely inactive first), the rule's template."""
+    rows = np.arange(len(offers.candidates))
+    p = [c.p_inactive for c in offers.candidates]
+    known = bool(p) and all(v is not None for v in p)
+    if known:
+        score = np.array(p, dtype=float)
+    else:
+        score = np.array([c.activity for c in offers.candidates], dtype=float)
+    note = ""
+    if p and not known:
+        note = "the model gives no P(inactive): ordered by predicted active days"
+    return offers.plan(
+        rows,
+        offers.rule_choice()[rows],
+        selection_kind="p_inactive" if known else "active_days",
+        score=score,
+        note=note,
+    )
+
+
+def _plan_random(campaign: Campaign, offers: _Offers, as_of: date) -> _Plan:
+    """A random order of the eligible (top_n of them, or all under a threshold policy);
+    exploration also randomises the offer: template, stretch and reward level."""
+    n = len(offers.candidates)
+    rng = _rng(campaign, as_of, 1)
+    order = rng.permutation(n)
+    if campaign.policy == Campaign.Policy.BOTTOM_N:
+        order = order[: campaign.top_n]
+    if campaign.targeting != Campaign.Targeting.EXPLORATION:
+        score = rng.random(len(order))
+        return offers.plan(order, offers.rule_choice()[order], selection_kind="random", score=score)
+    chosen = rng.integers(0, len(offers.templates), size=len(order))
+    level = rng.choice(np.asarray(REWARD_LEVELS), size=len(order))
+    stretch = rng.uniform(*EXPLORATION_STRETCH, size=len(order))
+    reward = np.rint(offers.reward_cents[order, chosen] * level)
+    plan = offers.plan(order, chosen, reward=reward, selection_kind="exploration", score=level)
+    for j, template in enumerate(offers.templates):  # the random stretch, one pass per template
+        sel = chosen == j
+        plan.target_cents[sel] = _targets_cents(template, plan.base[sel] * stretch[sel])
+    return plan
+
+
+def _plan_uplift(campaign: Campaign, offers: _Offers, scorer: OfferScorer | None) -> _Plan:
+    """Each candidate's best offer, or none, under the remaining budget (campaigns.allocation).
+
+    Offers: every template at every REWARD_LEVELS multiple of its reward (K = T x levels),
+    capped by what is left of the per-advertiser reward cap. Value: the scorer's expected gain
+    in the campaign's objective; cost: the reward, which production reserves in full.
+    """
+    n, t = offers.base.shape
+    levels = np.asarray(REWARD_LEVELS)
+    template = np.repeat(np.arange(t), len(levels))  # [K]
+    level = np.tile(levels, t)  # [K]
+    reward_cents = np.rint(offers.reward_cents[:, template] * level[None, :])
+    reward_cents = np.clip(np.minimum(reward_cents, offers.cap_left[:, None]), 1, None)
+    reward_cents = reward_cents.astype(np.int64)  # [N, K]
+    if n == 0:
+        return offers.plan(np.zeros(0, np.int64), np.zeros(0, np.int64), selection_kind="uplift")
+    scorer = scorer or uplift_scorer_for(campaign)
+    frame = OfferFrame(
+        template=template,
+        kind=[offers.templates[j].kind for j in template],
+        scenario=[_scenario_code(offers.templates[j]) for j in template],
+        valid_days=np.array([offers.templates[j].validity_days for j in template]),
+        target=offers.target_cents[:, template] / 100.0,
+        reward=reward_cents / 100.0,
+        base=offers.base[:, template],
+    )
+    gain_active, gain_revenue = scorer(_candidate_frame(offers.candidates), frame)
+    value = gain_active if campaign.objective == Campaign.Objective.ACTIVES else gain_revenue
+    value = np.asarray(value, dtype=np.float64).reshape(n, len(template))
+    allocation = allocate(value, reward_cents / 100.0, float(campaign.remaining))
+    rows = allocation.chosen
+    k = allocation.choice[rows]
+    order = np.argsort(-value[rows, k], kind="stable")  # the best first under a top_n cap
+    rows, k = rows[order], k[order]
+    if campaign.policy == Campaign.Policy.BOTTOM_N:
+        rows, k = rows[: campaign.top_n], k[: campaign.top_n]
+    return offers.plan(
+        rows,
+        template[k],
+        reward=reward_cents[rows, k],
+        selection_kind="uplift",
+        score=value[rows, k],
+        expected_gain=value[rows, k],
+    )
+
+
+def _scenario_code(template: TaskTemplate) -> str | None:
+    return template.scenario.code if template.scenario_id else None
+
+
+def _candidate_frame(candidates: list[Candidate]) -> CandidateFrame:
+    return CandidateFrame(
+        advertiser_pk=np.array([c.advertiser_pk for c in candidates], dtype=np.int64),
+        advertiser_id=[c.advertiser_id for c in candidates],
+        activity=np.array([c.activity for c in candidates], dtype=float),
+        expenditure=np.array([c.expenditure for c in candidates], dtype=float),
+        clicks=np.array([c.clicks for c in candidates], dtype=float),
+        p_inactive=np.array(
+            [np.nan if c.p_inactive is None else c.p_inactive for c in candidates], dtype=float
+        ),
+    )
+
+
+def uplift_scorer_for(campaign: Campaign) -> OfferScorer:
+    """The newest trained uplift model as a scorer; a clear error when there is none."""
+    from campaigns.services.uplift import uplift_scorer_latest
+
+    scorer = uplift_scorer_latest(campaign)
+    if scorer is None:
+        raise ProductionError(
+            f"Campaign {campaign.pk} ({campaign.name}) allocates by uplift, and no uplift model "
+            "is trained yet: run an exploration campaign, settle it, then train one "
+            "(campaigns.services.uplift_model_train)."
+        )
+    return scorer
 
 
 def _predicted_level(
@@ -294,6 +555,9 @@ class _Draft:
     reward: Decimal
     valid_from: date
     valid_until: date
+    selection_kind: str = ""
+    score: float | None = None
+    expected_gain: float | None = None
 
     @property
     def message(self) -> str:
@@ -338,6 +602,9 @@ def _drafts(campaign: Campaign, plan: _Plan, as_of: date, count: int) -> list[_D
                 reward=_cents(plan.reward_cents[i]),
                 valid_from=as_of + timedelta(days=1),
                 valid_until=as_of + timedelta(days=template.validity_days),
+                selection_kind=plan.selection_kind,
+                score=None if plan.score is None else float(plan.score[i]),
+                expected_gain=None if plan.expected_gain is None else float(plan.expected_gain[i]),
             )
         )
     return drafts
@@ -406,6 +673,9 @@ def _task(campaign: Campaign, d: _Draft, version: ModelVersion, as_of: date) -> 
         prediction_as_of=as_of,
         valid_from=d.valid_from,
         valid_until=d.valid_until,
+        selection_kind=d.selection_kind,
+        selection_score=d.score,
+        expected_gain=d.expected_gain,
     )
 
 
@@ -432,6 +702,9 @@ def _result(
         budget_reserved=reserved,
         budget_remaining=campaign.remaining - reserved if dry_run else campaign.remaining,
         by_template=dict(counts),
+        targeting=campaign.targeting,
+        held_out=len(plan.holdout),
+        note=plan.note,
         sample=[_sample(d) for d in _drafts(campaign, plan, as_of, min(fitting, SAMPLE_SIZE))],
     )
 

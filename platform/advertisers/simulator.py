@@ -818,6 +818,37 @@ class World:
         self._lift(tasks, responded, effort, first)
         return responded, probability
 
+    def response_probability(
+        self, incentives: Sequence[Incentive], *, noise: float | np.ndarray = 0.0
+    ) -> np.ndarray:
+        """The take-up probability of each task if it started on the next day, at a given value
+        of the response noise eps (0: its median), without drawing or applying anything: the
+        formula of `advance`, for an oracle that knows the world."""
+        tasks = self._parse_tasks(list(incentives), self.next_day)
+        noise_arr = np.broadcast_to(np.asarray(noise, dtype=np.float64), (tasks.n,))
+        return self._response_probability(tasks, noise_arr, self.next_day)
+
+    def response_extra_spend(self, incentives: Sequence[Incentive]) -> np.ndarray:
+        """Expected money a responder spends above its no-task path in the task's scenario and
+        window: the target's money equivalent x the mean effort, less the usual spend on the
+        days it would have been active anyway (an approximation for the oracle; `advance`
+        draws the real path)."""
+        tasks = self._parse_tasks(list(incentives), self.next_day)
+        lat, ai, ki = self.latent, tasks.ai, tasks.ki
+        usual_spend = np.exp(
+            lat.log_scale[ai] + SPEND_AFFINITY * lat.affinity[ai, ki]
+            + SPEND_TRAFFIC * self._ln_traffic[ki]
+        )  # fmt: skip
+        effort = float(np.mean(RESPONSE_EFFORT_RANGE))
+        days_active = np.minimum(tasks.target * effort, tasks.valid)
+        money = np.select(
+            [tasks.kind == 0, tasks.kind == 1, tasks.kind == 2],
+            [tasks.target * effort, tasks.target * effort * tasks.cpc, days_active * usual_spend],
+            default=RESPONSE_LOGIN_ACTIVITY * tasks.valid * usual_spend,
+        )
+        baseline = usual_spend * tasks.valid * self.active_probability(days=1)[ai, ki]
+        return np.maximum(money - baseline, 0.0)
+
     def _response_probability(self, tasks: _Tasks, noise: np.ndarray, first: int) -> np.ndarray:
         lat, ai, ki, kind, target = self.latent, tasks.ai, tasks.ki, tasks.kind, tasks.target
         usual_spend = np.exp(

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "predictor",
     "campaigns",
     "abtest",
+    "lab",
 ]
 
 MIDDLEWARE = [

@@ -87,6 +87,8 @@ def make_campaign(world: World) -> Callable[..., Campaign]:
             "templates": world.templates,
             "model_kind": "m2m",
             "top_n": 10,
+            # Most tests count tasks; tests/campaigns/test_campaigns_targeting.py covers holdouts.
+            "holdout_share": 0.0,
         }
         fields.update(overrides)
         return campaign_create(**fields)

@@ -1,0 +1,223 @@
+"""The lab's tables and chart, read off the experiment's own report (abtest.selectors).
+
+Per arm: ITT active rate, ARPU, net ARPU after rewards, reward spent; against the no-task arm:
+incremental active advertisers and net revenue per 1,000 of reward, with their 95% CIs; and
+the paper's comparison of M2M against the single-task baseline on the targeted groups.
+Repeats are summarised as mean +- sd over world seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TARGETED_METRICS = ("active_rate", "arpu")
+
+
+def _num(value: Any) -> float:
+    if value is None:
+        return math.nan
+    return float(value)
+
+
+def arm_table(report: dict) -> list[dict]:
+    """One row per arm (report order), with the increments against the no-task arm."""
+    totals = report["groups"]
+    increments = {
+        r["arm"]: r for r in (report.get("incremental_vs_no_task_arm") or {}).get("arms", [])
+    }
+    rows = []
+    for arm in report["arms"]:
+        name = arm["name"]
+        t = totals[name]
+        n = t["assigned"]
+        spend, reward = _num(t["expenditure"]), _num(t["reward_cost"])
+        inc = increments.get(name, {})
+        per_active = inc.get("incremental_active_per_1000") or {}
+        per_net = inc.get("incremental_net_revenue_per_1000") or {}
+        rows.append(
+            {
+                "arm": name,
+                "targeting": arm.get("targeting", ""),
+                "n": n,
+                "targeted": t["targeted"],
+                "active_rate": t["active"] / n if n else math.nan,
+                "arpu": spend / n if n else math.nan,
+                "net_arpu": (spend - reward) / n if n else math.nan,
+                "reward_spent": reward,
+                "inc_active_per_1000": _num(per_active.get("value")),
+                "inc_active_per_1000_ci": (
+                    _num(per_active.get("ci_low")),
+                    _num(per_active.get("ci_high")),
+                ),
+                "inc_net_per_1000": _num(per_net.get("value")),
+                "inc_net_per_1000_ci": (_num(per_net.get("ci_low")), _num(per_net.get("ci_high"))),
+            }
+        )
+    return rows
+
+
+def targeted_comparison(report: dict, *, treatment: str = "m2m") -> list[dict]:
+    """The paper's A/B: `treatment` against the control on the targeted groups."""
+    out = []
+    for row in report["rows"]:
+        if row.get("arm") != treatment or row.get("population") != "targeted":
+            continue
+        if row.get("adjustment") != "none" or row.get("capped"):
+            continue
+        rel = row.get("relative") or {}
+        out.append(
+            {
+                "metric": row["metric"],
+                "relative_lift": _num(rel.get("value")),
+                "ci": (_num(rel.get("ci_low")), _num(rel.get("ci_high"))),
+                "p_value": _num(row.get("p_value")),
+                "p_holm": _num(row.get("p_value_holm")),
+            }
+        )
+    return out
+
+
+def _fmt(value: float, spec: str = ".4f") -> str:
+    return "-" if not math.isfinite(value) else format(value, spec)
+
+
+def _ci(pair: tuple[float, float], spec: str = ".2f") -> str:
+    lo, hi = pair
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "-"
+    return f"[{lo:{spec}}, {hi:{spec}}]"
+
+
+def markdown(result_rows: list[dict], comparison: list[dict]) -> str:
+    lines = [
+        "| arm | targeting | n | targeted | active rate | ARPU | net ARPU | reward spent "
+        "| incr. actives / 1,000 | 95% CI | incr. net revenue / 1,000 | 95% CI |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for r in result_rows:
+        label = f"{r['arm']} (upper bound)" if r["targeting"] == "external" else r["arm"]
+        lines.append(
+            f"| {label} | {r['targeting']} | {r['n']} | {r['targeted']} "
+            f"| {_fmt(r['active_rate'])} | {_fmt(r['arpu'], '.2f')} | {_fmt(r['net_arpu'], '.2f')} "
+            f"| {_fmt(r['reward_spent'], '.0f')} | {_fmt(r['inc_active_per_1000'], '.2f')} "
+            f"| {_ci(r['inc_active_per_1000_ci'])} | {_fmt(r['inc_net_per_1000'], '.0f')} "
+            f"| {_ci(r['inc_net_per_1000_ci'], '.0f')} |"
+        )
+    lines += [
+        "",
+        "M2M against single-task on the targeted groups (paper: +2.59% active rate, +2.09% ARPU):",
+        "",
+        "| metric | relative lift | 95% CI | p | p (Holm) |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for c in comparison:
+        lines.append(
+            f"| {c['metric']} | {_fmt(100 * c['relative_lift'], '+.2f')}% "
+            f"| {_ci((100 * c['ci'][0], 100 * c['ci'][1]))}% | {_fmt(c['p_value'])} "
+            f"| {_fmt(c['p_holm'])} |"
+        )
+    return "\n".join(lines)
+
+
+def ratios(rows: list[dict]) -> dict[str, float]:
+    """The issue's headline ratios of incremental actives per 1,000 of budget."""
+    by = {r["arm"]: r["inc_active_per_1000"] for r in rows}
+    uplift, m2m, oracle = (
+        by.get("m2m-uplift", math.nan),
+        by.get("m2m", math.nan),
+        by.get("oracle", math.nan),
+    )
+    return {
+        "uplift_over_m2m_least_activity": uplift / m2m if m2m else math.nan,
+        "uplift_over_oracle": uplift / oracle if oracle else math.nan,
+    }
+
+
+def repeats_summary(per_repeat: list[list[dict]]) -> list[dict]:
+    """mean and sd over repeats of every numeric column, per arm."""
+    columns = (
+        "active_rate",
+        "arpu",
+        "net_arpu",
+        "reward_spent",
+        "inc_active_per_1000",
+        "inc_net_per_1000",
+    )
+    out = []
+    for i, first in enumerate(per_repeat[0]):
+        values = {c: np.array([rows[i][c] for rows in per_repeat], float) for c in columns}
+        out.append(
+            {
+                "arm": first["arm"],
+                **{f"{c}_mean": float(np.nanmean(v)) for c, v in values.items()},
+                **{
+                    f"{c}_sd": float(np.nanstd(v, ddof=1)) if len(v) > 1 else math.nan
+                    for c, v in values.items()
+                },
+            }
+        )
+    return out
+
+
+def repeats_markdown(summary: list[dict]) -> str:
+    lines = [
+        "| arm | active rate | ARPU | net ARPU | reward spent | incr. actives / 1,000 "
+        "| incr. net revenue / 1,000 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        cells = [
+            f"{_fmt(s[c + '_mean'], f)} ± {_fmt(s[c + '_sd'], f)}"
+            for c, f in (
+                ("active_rate", ".4f"),
+                ("arpu", ".2f"),
+                ("net_arpu", ".2f"),
+                ("reward_spent", ".0f"),
+                ("inc_active_per_1000", ".2f"),
+                ("inc_net_per_1000", ".0f"),
+            )
+        ]
+        lines.append(f"| {s['arm']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def chart_png(rows: list[dict], path: Path) -> Path:
+    """Incremental actives per 1,000 of budget by arm, with 95% CIs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if math.isfinite(r["inc_active_per_1000"])]
+    fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
+    y = np.arange(len(shown))
+    value = np.array([r["inc_active_per_1000"] for r in shown])
+    lo = np.array([r["inc_active_per_1000_ci"][0] for r in shown])
+    hi = np.array([r["inc_active_per_1000_ci"][1] for r in shown])
+    colors = ["#999999" if r["targeting"] == "external" else "#3366aa" for r in shown]
+    ax.barh(y, value, color=colors)
+    ax.errorbar(value, y, xerr=[value - lo, hi - value], fmt="none", ecolor="black", capsize=3)
+    ax.set_yticks(
+        y,
+        [f"{r['arm']} (upper bound)" if r["targeting"] == "external" else r["arm"] for r in shown],
+    )
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("incremental active advertisers per 1,000 of reward (95% CI)")
+    ax.invert_yaxis()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write(out: Path, payload: dict, md: str) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "lab.json", out / "lab.md"
+    json_path.write_text(json.dumps(payload, indent=2, default=str))
+    md_path.write_text(md + "\n")
+    return json_path, md_path

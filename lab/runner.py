@@ -1,0 +1,395 @@
+"""One closed-loop lab run through the product's normal paths.
+
+simulate -> ingest -> train -> predict -> exploration week (randomised offers + holdout) ->
+uplift model -> predict -> k-arm experiment (campaign production per arm) -> push uptake ->
+advance the world with the simulator's incentive response -> ingest -> settle -> analyse.
+
+The world is the simulator's; its physics (the incentive-response formula) are never changed
+here. Every write goes through the services the product uses (ingest, model_train, predict,
+campaign_produce, experiment_start, tasks_settle, experiment_analyse); the lab only plays the
+world and the push system (delivery and the advertisers' take-up).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+from django.core.management import call_command
+from django.db import connection
+
+ARMS = (
+    # name, role, model kind, targeting
+    ("single-task", "control", "single_task", "least_activity"),
+    ("no-task", "treatment", "", "none"),
+    ("random", "treatment", "m2m", "random"),
+    ("m2m", "treatment", "m2m", "least_activity"),
+    ("m2m-uplift", "treatment", "m2m", "uplift"),
+    ("oracle", "treatment", "", "external"),
+)
+ORACLE_ARM = "oracle"
+NO_TASK_ARM = "no-task"
+EXPLORATION_DAYS = 7
+MIN_ADVERTISERS_PER_ARM = 200
+
+
+class LabError(Exception):
+    """A lab run that cannot start; the message says what is wrong and what to change."""
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """What one lab run does; `manage.py lab --help` explains each field."""
+
+    advertisers: int = 200_000
+    days: int = 130
+    seed: int = 11
+    train_advertisers: int = 20_000
+    epochs: int = 2
+    exploration_share: float = 0.03
+    campaign_holdout_share: float = 0.05
+    budget_per_arm: Decimal | None = None  # None: BUDGET_PER_ADVERTISER x the arm's size
+    reward_cap: Decimal = Decimal(100)
+    evaluation_days: int = 7
+    reuse_models: bool = False
+    out: Path = Path("var/lab")
+
+    @property
+    def arm_size(self) -> int:
+        return self.advertisers // len(ARMS)
+
+    @property
+    def budget(self) -> Decimal:
+        if self.budget_per_arm is not None:
+            return self.budget_per_arm
+        return (BUDGET_PER_ADVERTISER * self.arm_size).quantize(Decimal("1"))
+
+
+# About one task in 20 advertisers of an arm at the default templates' rewards.
+BUDGET_PER_ADVERTISER = Decimal("2.5")
+
+
+@dataclass
+class LabResult:
+    config: LabConfig
+    experiment_key: str = ""
+    report: dict = field(default_factory=dict)
+    uplift_quality: dict = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    exploration: dict = field(default_factory=dict)
+
+
+Progress = Callable[[str], None]
+
+
+class _Stages:
+    """Times each stage and reports it as it starts and ends."""
+
+    def __init__(self, progress: Progress, result: LabResult) -> None:
+        self.progress, self.result = progress, result
+        self.started = time.monotonic()
+
+    def run(self, name: str, fn: Callable[[], object]) -> object:
+        self.progress(f"[{time.monotonic() - self.started:7.1f} s] {name} ...")
+        t0 = time.monotonic()
+        value = fn()
+        self.result.stage_seconds[name] = round(time.monotonic() - t0, 1)
+        self.progress(
+            f"[{time.monotonic() - self.started:7.1f} s] {name}: done in "
+            f"{self.result.stage_seconds[name]:.1f} s"
+        )
+        return value
+
+
+def lab_check(config: LabConfig) -> None:
+    """Refuse a run that cannot work, before anything is written."""
+    from advertisers.models import Advertiser
+    from campaigns.services import templates_default_ensure  # noqa: F401  (import check)
+
+    if config.arm_size < MIN_ADVERTISERS_PER_ARM:
+        raise LabError(
+            f"--advertisers {config.advertisers} gives {config.arm_size} per arm for "
+            f"{len(ARMS)} arms; give at least {MIN_ADVERTISERS_PER_ARM * len(ARMS)}."
+        )
+    if config.budget < config.reward_cap / 10:
+        raise LabError(
+            f"the budget per arm ({config.budget}) is too small for one task (rewards go up "
+            f"to {config.reward_cap}); raise --budget-per-arm."
+        )
+    if not 0 < config.exploration_share <= 0.5:
+        raise LabError(f"--exploration-share must be in (0, 0.5], got {config.exploration_share}.")
+    if config.train_advertisers < 500:
+        raise LabError(f"--train-advertisers must be >= 500, got {config.train_advertisers}.")
+    if config.reuse_models:
+        _models_required()
+    elif Advertiser.objects.exists():
+        raise LabError(
+            "the lab builds its own world, and this database already holds advertisers: point "
+            "DATABASE_URL at an empty database (or run `manage.py flush`), or pass "
+            "--reuse-models to run on the world and models already here."
+        )
+
+
+def _models_required() -> None:
+    from predictor.models import ModelVersion
+
+    for kind in ("m2m", "single_task"):
+        if not ModelVersion.objects.filter(kind=kind, status=ModelVersion.Status.READY).exists():
+            raise LabError(
+                f"--reuse-models: there is no trained {kind} model; train one "
+                f"(`manage.py train --model {kind} --activate`) or run without --reuse-models."
+            )
+
+
+def lab_run(config: LabConfig, *, progress: Progress = print) -> LabResult:
+    """One closed-loop run (module docstring); the report is the experiment's, plus the lab's."""
+    lab_check(config)
+    result = LabResult(config=config)
+    stages = _Stages(progress, result)
+    world_dir = config.out / f"world-{config.seed}"
+    if not config.reuse_models:
+        stages.run("simulate", lambda: _simulate(config, world_dir))
+        stages.run("ingest", lambda: call_command("ingest", str(world_dir), no_progress=True))
+        stages.run("train", lambda: _train(config))
+    stages.run("predict", _predict)
+    exploration = stages.run("exploration week", lambda: _exploration(config, world_dir))
+    result.exploration = exploration
+    result.uplift_quality = stages.run("uplift model", lambda: _uplift_train(exploration))
+    stages.run("predict", _predict)
+    experiment = stages.run("experiment: production", lambda: _experiment_start(config, world_dir))
+    stages.run("experiment: window", lambda: _experiment_window(config, world_dir, experiment))
+    result.experiment_key = experiment.key
+    result.report = stages.run("analyse", lambda: _analyse(experiment))
+    return result
+
+
+# --- the world ------------------------------------------------------------------------------
+
+
+def _simulate(config: LabConfig, world_dir: Path) -> None:
+    call_command(
+        "simulate",
+        advertisers=config.advertisers,
+        days=config.days,
+        seed=config.seed,
+        out=str(world_dir),
+    )
+
+
+def _world(world_dir: Path):  # -> World
+    from advertisers.simulator import World
+
+    return World.load(world_dir / "world.npz")
+
+
+def _advance(world_dir: Path, days: int, tasks: list[int]) -> tuple[np.ndarray, Path]:
+    """Deliver the tasks, run the world `days` on with them, ingest the new days; returns the
+    ids of the tasks taken up (accepted) and the new stats file."""
+    from advertisers.simulator import Incentive
+    from campaigns.models import IncentiveTask, TaskState
+    from campaigns.services import tasks_transition_bulk
+
+    for state in (TaskState.PUSHED, TaskState.DELIVERED):  # the push system sends every one
+        tasks_transition_bulk(task_ids=tasks, to=state, actor="lab-push")
+    rows = list(
+        IncentiveTask.objects.filter(pk__in=tasks)
+        .order_by("pk")
+        .values_list(
+            "pk",
+            "advertiser__advertiser_id",
+            "scenario__code",
+            "kind",
+            "target",
+            "reward",
+            "valid_from",
+            "valid_until",
+        )
+    )
+    incentives = [
+        Incentive(
+            advertiser_id=a,
+            scenario=s,
+            kind=k,
+            target=float(t),
+            reward=float(r),
+            valid_days=(u - f).days + 1,
+        )
+        for _, a, s, k, t, r, f, u in rows
+    ]
+    world = _world(world_dir)
+    out_file = world_dir / f"daily_stats_{world.end_date + timedelta(days=1)}.csv"
+    advanced = world.advance(days=days, incentives=incentives, out_path=out_file)
+    world.save(world_dir / "world.npz")
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    accepted = ids[advanced.responded] if len(ids) else ids
+    tasks_transition_bulk(task_ids=accepted.tolist(), to=TaskState.ACCEPTED, actor="lab-push")
+    call_command("ingest", stats=str(out_file), no_progress=True)
+    call_command("settle")
+    return accepted, out_file
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+def _train(config: LabConfig) -> None:
+    """M2M and the single-task baseline on the first `train_advertisers` advertisers (a random
+    sample: the simulator draws advertisers independently, so their pks are in random order)."""
+    from advertisers.models import Advertiser
+    from predictor.services import TrainOptions, model_train, model_version_activate
+
+    pks = Advertiser.objects.order_by("pk").values_list("pk", flat=True)
+    first = pks.first()
+    last = pks[min(config.train_advertisers, pks.count()) - 1]
+    options = TrainOptions(
+        epochs=config.epochs,
+        stride=7,
+        generator_lr_scale=1.0,
+        seed=config.seed,
+        advertiser_pk_range=(int(first), int(last) + 1),
+        resume=False,
+    )
+    for kind in ("m2m", "single_task"):
+        version = model_train(kind=kind, options=options)
+        model_version_activate(version=version)
+
+
+def _predict() -> None:
+    for kind in ("m2m", "single_task"):
+        call_command("predict", kind=kind)
+
+
+# --- exploration and uplift -----------------------------------------------------------------
+
+
+def _templates():
+    from campaigns.services import templates_default_ensure
+
+    return templates_default_ensure()
+
+
+def _exploration(config: LabConfig, world_dir: Path) -> dict:
+    """A small randomised campaign: random candidates, random offers, a no-task holdout."""
+    from advertisers.models import Advertiser
+    from campaigns.models import Campaign
+    from campaigns.services import campaign_create, campaign_produce
+
+    n_tasks = max(int(config.exploration_share * Advertiser.objects.count()), 10)
+    campaign = campaign_create(
+        name=f"lab exploration (seed {config.seed})",
+        budget=Decimal(n_tasks) * config.reward_cap,
+        reward_cap=config.reward_cap,
+        templates=_templates(),
+        model_kind="m2m",
+        policy=Campaign.Policy.BOTTOM_N,
+        targeting=Campaign.Targeting.EXPLORATION,
+        top_n=n_tasks,
+        holdout_share=config.campaign_holdout_share,
+    )
+    produced = campaign_produce(campaign=campaign, actor="lab")
+    accepted, _ = _advance(world_dir, EXPLORATION_DAYS, produced.task_ids)
+    return {
+        "campaign_id": campaign.pk,
+        "tasks": len(produced.task_ids),
+        "accepted": len(accepted),
+        "holdout": campaign.holdouts.count(),
+    }
+
+
+def _uplift_train(exploration: dict) -> dict:
+    """Fit the uplift model on the exploration campaign's tasks and holdout; register it."""
+    from campaigns.models import Campaign
+    from campaigns.services import uplift_model_train
+
+    campaign = Campaign.objects.get(pk=exploration["campaign_id"])
+    version = uplift_model_train(campaigns=[campaign])
+    return version.quality
+
+
+# --- the experiment -------------------------------------------------------------------------
+
+
+def _experiment_start(config: LabConfig, world_dir: Path):  # -> Experiment
+    from abtest.services import ArmSpec, experiment_create, experiment_start
+
+    templates = _templates()
+    experiment = experiment_create(
+        key=f"lab-{config.seed}-{int(time.time())}",
+        hypothesis="Uplift allocation wins back more advertisers per unit of budget than "
+        "least-predicted-activity targeting; M2M targeting beats the single-task baseline.",
+        template_ids=[t.pk for t in templates],
+        targets_per_arm=config.arm_size,  # the budget binds, not the count
+        budget_per_arm=config.budget,
+        reward_cap=config.reward_cap,
+        evaluation_days=config.evaluation_days,
+        arms=[
+            ArmSpec(name=name, role=role, model_kind=kind, targeting=targeting)
+            for name, role, kind, targeting in ARMS
+        ],
+    )
+    experiment_start(experiment=experiment)
+    _oracle_produce(config, world_dir, experiment)
+    return experiment
+
+
+def _oracle_produce(config: LabConfig, world_dir: Path, experiment) -> None:
+    """The oracle arm's tasks: the uplift policy's allocation with the world's true gains."""
+    from abtest.models import Arm, Assignment
+    from abtest.services import experiment_targets_record
+    from campaigns.models import Campaign, IncentiveTask
+    from campaigns.services import campaign_create, campaign_produce
+    from lab.oracle import OracleScorer
+
+    arm = Arm.objects.get(experiment=experiment, name=ORACLE_ARM)
+    campaign = campaign_create(
+        name=f"{experiment.key} / {ORACLE_ARM}",
+        budget=experiment.budget_per_arm,
+        reward_cap=experiment.reward_cap,
+        templates=_templates(),
+        model_kind="m2m",
+        policy=Campaign.Policy.BOTTOM_N,
+        targeting=Campaign.Targeting.UPLIFT,
+        top_n=experiment.targets_per_arm,
+        holdout_share=0.0,  # like every arm: the no-task arm measures the increment
+    )
+    Arm.objects.filter(pk=arm.pk).update(campaign_id=campaign.pk)
+    members = Assignment.objects.filter(arm=arm).values("advertiser_id")
+    campaign_produce(
+        campaign=campaign,
+        candidate_advertiser_ids=members,
+        offer_scorer=OracleScorer(_world(world_dir)),
+        actor=f"experiment {experiment.key}",
+    )
+    chosen = IncentiveTask.objects.filter(campaign=campaign).values_list("advertiser_id", flat=True)
+    experiment_targets_record(arm=arm, advertiser_ids=set(chosen))
+
+
+def _experiment_window(config: LabConfig, world_dir: Path, experiment) -> None:
+    from abtest.models import Arm
+    from campaigns.models import IncentiveTask
+
+    campaigns = Arm.objects.filter(experiment=experiment).values("campaign_id")
+    tasks = list(IncentiveTask.objects.filter(campaign__in=campaigns).values_list("pk", flat=True))
+    _advance(world_dir, config.evaluation_days, tasks)
+
+
+def _analyse(experiment) -> dict:
+    from abtest.selectors import experiment_report
+    from abtest.services import experiment_analyse
+
+    experiment.refresh_from_db()
+    experiment_analyse(experiment=experiment, today=experiment.evaluation_end + timedelta(days=1))
+    experiment.refresh_from_db()
+    return experiment_report(experiment=experiment)
+
+
+def database_label() -> str:
+    return f"{connection.vendor} ({connection.settings_dict['NAME']})"
+
+
+def today_window(as_of: date, days: int) -> tuple[date, date]:
+    return as_of + timedelta(days=1), as_of + timedelta(days=days)
