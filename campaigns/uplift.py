@@ -301,7 +301,7 @@ def _split(n: int, treated: np.ndarray, valid_share: float, rng: np.random.Gener
     valid = np.zeros(n, dtype=bool)
     for group in (treated, ~treated):
         rows = np.flatnonzero(group)
-        n_valid = int(round(valid_share * rows.size))
+        n_valid = round(valid_share * rows.size)
         if n_valid < 1 or n_valid >= rows.size:
             label = "treated" if group is treated else "control"
             raise ValueError(
@@ -328,7 +328,7 @@ class UpliftModel:
     def fit(
         cls,
         X: np.ndarray,
-        O: np.ndarray,
+        O: np.ndarray,  # noqa: E741  (the offer matrix, as in the uplift literature)
         t: np.ndarray,
         y_active: np.ndarray,
         y_spend: np.ndarray,

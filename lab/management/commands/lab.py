@@ -13,9 +13,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from lab import report
 from lab.runner import ARMS, LabConfig, LabError, database_label, lab_run
 
-HELP_TEXT = """One closed-loop run of the incentive lab in a simulated world: simulate, ingest, train
-M2M and the single-task baseline, predict, an exploration week (random tasks with random offers
-plus a no-task holdout) that trains the uplift model, then one experiment with equal arms of the
+HELP_TEXT = """One closed-loop run of the incentive lab in a simulated world: simulate, ingest,
+train M2M and the single-task baseline, predict, an exploration week (random tasks with
+random offers plus a no-task holdout) that trains the uplift model, then one experiment with equal arms of the
 same budget and templates ({arms}), the world advanced with the simulator's incentive
 response, settlement and the report. Writes lab.md, lab.json and lab.png to --out.
 
