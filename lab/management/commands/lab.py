@@ -13,16 +13,16 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from lab import report
 from lab.runner import ARMS, LabConfig, LabError, database_label, lab_run
 
-HELP_TEXT = """One closed-loop run of the incentive lab in a simulated world: simulate, ingest,
-train M2M and the single-task baseline, predict, an exploration week (random tasks with
-random offers plus a no-task holdout) that trains the uplift model, then one experiment with equal arms of the
-same budget and templates ({arms}), the world advanced with the simulator's incentive
-response, settlement and the report. Writes lab.md, lab.json and lab.png to --out.
+HELP_TEXT = """One closed-loop run of the incentive lab in a simulated world: simulate,
+ingest, train M2M and the single-task baseline, predict, an exploration week (random tasks with
+random offers plus a no-task holdout) that trains the uplift model, then one experiment with
+equal arms of the same budget and templates ({arms}), the world advanced with the simulator's
+incentive response, settlement and the report. Writes lab.md, lab.json and lab.png to --out.
 
 The models train on the first --train-advertisers advertisers (default 20,000 of 200,000): the
-simulator draws advertisers independently, so that is a random sample, and training on all of
-them would take most of the time budget on a CPU while a tenth of them already gives the
-validation loss the paper's recipe reaches; every advertiser is scored.
+simulator draws advertisers independently, so that is a random sample; training on all of them
+would take most of the 15-minute budget on a 2-core CPU for little gain in validation loss.
+Every advertiser is scored.
 
 The database must be empty (the lab builds its own world), unless --reuse-models runs on the
 world and models already there; --flush erases it first (each repeat needs a fresh world).
