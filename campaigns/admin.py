@@ -155,6 +155,11 @@ class CampaignAdmin(admin.ModelAdmin):
     )
     actions = ("preview_campaigns", "launch_campaigns", "close_campaigns")
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Campaign | None = None) -> tuple:
+        if obj is None:  # a new campaign has no money, tasks or history to show yet
+            return ()
+        return self.readonly_fields
+
     def formfield_for_manytomany(self, db_field, request: HttpRequest, **kwargs):
         if db_field.name == "templates":
             kwargs["queryset"] = TaskTemplate.objects.filter(is_current=True)
@@ -162,7 +167,7 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.display(description="remaining")
     def remaining(self, obj: Campaign) -> str:
-        return str(obj.remaining)
+        return "-" if obj.budget is None else str(obj.remaining)
 
     @admin.display(description="budget ledger")
     def ledger(self, obj: Campaign) -> str:
