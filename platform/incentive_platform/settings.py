@@ -146,6 +146,20 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# --- API docs, served offline -------------------------------------------------------------
+# Swagger UI and Redoc come from the drf-spectacular-sidecar package's static files, never a CDN.
+INSTALLED_APPS += ["drf_spectacular_sidecar"]
+SPECTACULAR_SETTINGS |= {
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Swagger UI's default validator badge is an image from validator.swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+}
+# The Redoc page without the stock template's Google Fonts links (templates/api_docs/).
+TEMPLATES[0]["DIRS"] = [*TEMPLATES[0]["DIRS"], Path(__file__).resolve().parent / "templates"]
+# --- end API docs ---------------------------------------------------------------------------
+
 # --- Celery (DESIGN section 6) -------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
 # No broker configured: run tasks inline, so the embedded default needs no servers.
