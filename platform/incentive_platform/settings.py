@@ -110,6 +110,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         # A fresh checkout has no var/ yet; SQLite would say only "unable to open database file".
         Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 
+# --- Artifacts next to an embedded database -----------------------------------------------
+# A SQLite database and the model files its versions point to belong together: unless
+# ARTIFACT_DIR is set, they live in `artifacts/` beside the database file (`var/db.sqlite3` ->
+# `var/artifacts`, the demo's `var/demo/demo.sqlite3` -> `var/demo/artifacts`).
+if (
+    not env("ARTIFACT_DIR")
+    and DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+    and DATABASES["default"]["NAME"] not in ("", ":memory:")
+):
+    ARTIFACT_DIR = Path(DATABASES["default"]["NAME"]).resolve().parent / "artifacts"
+# --- end artifacts --------------------------------------------------------------------------
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
