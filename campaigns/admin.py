@@ -1,6 +1,6 @@
 """Admin for ops: templates (edits of used ones become new versions), campaigns with preview,
-launch and close actions, tasks, the budget ledger, push messages and API keys (the secret is
-shown once, on creation). Every write goes through campaigns.services."""
+launch, pause, resume and close actions, tasks, the budget ledger, push messages and API keys
+(the secret is shown once, on creation). Every write goes through campaigns.services."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ from campaigns.services import (
     api_key_revoke,
     campaign_close,
     campaign_launch,
+    campaign_pause,
     campaign_produce,
+    campaign_resume,
     campaign_templates_validate,
     tasks_transition_bulk,
     template_update,
@@ -124,27 +126,42 @@ class CampaignForm(forms.ModelForm):
         return data
 
 
+class PausedFilter(admin.SimpleListFilter):
+    title = "paused"
+    parameter_name = "paused"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        return [("yes", "Paused"), ("no", "Not paused")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(paused_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(paused_at__isnull=True)
+        return queryset
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
     form = CampaignForm
+    # Narrow columns only, so the money fits a laptop screen without horizontal scrolling.
     list_display = (
         "name",
-        "status",
-        "model_kind",
-        "model_version",
-        "policy",
+        "state",
+        "model",
         "budget",
         "reserved",
         "settled",
         "remaining",
-        "starts_at",
-        "ends_at",
+        "period",
     )
-    list_filter = ("status", "model_kind", "policy")
+    list_filter = ("status", PausedFilter, "model_kind", "policy")
+    list_select_related = ("model_version",)
     search_fields = ("name",)
     filter_horizontal = ("scenarios", "templates")
     readonly_fields = (
         "status",
+        "paused_at",
         "reserved",
         "settled",
         "remaining",
@@ -153,7 +170,13 @@ class CampaignAdmin(admin.ModelAdmin):
         "launched_at",
         "closed_at",
     )
-    actions = ("preview_campaigns", "launch_campaigns", "close_campaigns")
+    actions = (
+        "preview_campaigns",
+        "launch_campaigns",
+        "pause_campaigns",
+        "resume_campaigns",
+        "close_campaigns",
+    )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Campaign | None = None) -> tuple:
         if obj is None:  # a new campaign has no money, tasks or history to show yet
@@ -168,6 +191,21 @@ class CampaignAdmin(admin.ModelAdmin):
     @admin.display(description="remaining")
     def remaining(self, obj: Campaign) -> str:
         return "-" if obj.budget is None else str(obj.remaining)
+
+    @admin.display(description="status", ordering="status")
+    def state(self, obj: Campaign) -> str:
+        return f"{obj.status}, paused" if obj.is_paused else obj.status
+
+    @admin.display(description="model")
+    def model(self, obj: Campaign) -> str:
+        if obj.model_version_id:
+            return f"{obj.model_version.kind} #{obj.model_version_id}"
+        return f"active {obj.model_kind}"
+
+    @admin.display(description="period", ordering="starts_at")
+    def period(self, obj: Campaign) -> str:
+        ends = f"{obj.ends_at:%Y-%m-%d}" if obj.ends_at else "open"
+        return f"{obj.starts_at:%Y-%m-%d} to {ends}"
 
     @admin.display(description="budget ledger")
     def ledger(self, obj: Campaign) -> str:
@@ -226,6 +264,22 @@ class CampaignAdmin(admin.ModelAdmin):
                     f"{campaign}: produced {result.produced} tasks, reserved "
                     f"{result.budget_reserved} ({result.skipped_budget} skipped for budget).",
                 )
+
+    @admin.action(description="Pause (no new tasks or leases; open tasks keep their terms)")
+    def pause_campaigns(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for campaign in queryset.order_by("pk"):
+            try:
+                paused = campaign_pause(campaign=campaign, actor=f"admin:{request.user}")
+            except CampaignStateError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            self.message_user(request, f"{campaign}: {'paused' if paused else 'already paused'}.")
+
+    @admin.action(description="Resume (lift a pause)")
+    def resume_campaigns(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for campaign in queryset.order_by("pk"):
+            resumed = campaign_resume(campaign=campaign, actor=f"admin:{request.user}")
+            self.message_user(request, f"{campaign}: {'resumed' if resumed else 'was not paused'}.")
 
     @admin.action(description="Close (cancel tasks not yet accepted)")
     def close_campaigns(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -38,8 +38,8 @@ def messages_lease(
             status=PushMessage.Status.LEASED, lease_expires_at__lte=now
         )
         messages = list(
-            PushMessage.objects.select_for_update(skip_locked=True)
-            .filter(free)
+            PushMessage.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(free, task__campaign__paused_at__isnull=True)
             .order_by("id")[:limit]
         )
         if not messages:
