@@ -148,7 +148,7 @@ class CampaignAdmin(admin.ModelAdmin):
     list_display = (
         "name",
         "state",
-        "model",
+        "model_used",
         "budget",
         "reserved",
         "settled",
@@ -197,7 +197,7 @@ class CampaignAdmin(admin.ModelAdmin):
         return f"{obj.status}, paused" if obj.is_paused else obj.status
 
     @admin.display(description="model")
-    def model(self, obj: Campaign) -> str:
+    def model_used(self, obj: Campaign) -> str:
         if obj.model_version_id:
             return f"{obj.model_version.kind} #{obj.model_version_id}"
         return f"active {obj.model_kind}"
@@ -316,9 +316,11 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(IncentiveTask)
 class IncentiveTaskAdmin(ReadOnlyAdmin):
+    # Filters are the admin's own list_filter (campaign, state, scenario, kind): the list needs
+    # nothing django-filter adds, and the API filters with its own serializers.
     list_display = (
         "id",
-        "advertiser",
+        "advertiser_code",
         "campaign",
         "kind",
         "scenario",
@@ -326,14 +328,34 @@ class IncentiveTaskAdmin(ReadOnlyAdmin):
         "target",
         "reward",
         "progress",
-        "valid_from",
+        "selected_by",
+        "model_used",
         "valid_until",
     )
-    list_filter = ("state", "scenario", "campaign", "kind")
-    list_select_related = ("advertiser", "campaign", "scenario")
+    list_filter = ("campaign", "state", "scenario", "kind")
+    list_select_related = ("advertiser", "campaign", "scenario", "model_version")
     search_fields = ("advertiser__advertiser_id",)
     inlines = (TaskTransitionInline,)
     actions = ("cancel_tasks",)
+
+    @admin.display(description="advertiser id", ordering="advertiser__advertiser_id")
+    def advertiser_code(self, obj: IncentiveTask) -> str:
+        return obj.advertiser.advertiser_id
+
+    @admin.display(description="selected by")
+    def selected_by(self, obj: IncentiveTask) -> str:
+        """The score that selected the task: its targeting's own score where the task records
+        one (uplift, predicted inactivity), else the predicted active days."""
+        score = getattr(obj, "selection_score", None)
+        if score is not None:
+            kind = getattr(obj, "selection_kind", "") or "score"
+            return f"{str(kind).replace('_', ' ')} {score:.3f}"
+        return f"predicted active days {obj.predicted_activity:.2f}"
+
+    @admin.display(description="model version", ordering="model_version")
+    def model_used(self, obj: IncentiveTask) -> str:
+        version = obj.model_version
+        return "-" if version is None else f"{version.kind} #{version.pk}"
 
     @admin.action(description="Cancel (release their reservations)")
     def cancel_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:

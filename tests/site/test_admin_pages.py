@@ -4,6 +4,7 @@ push feed), so that no admin page can answer 500 again."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -143,3 +144,49 @@ def test_it_adds_a_campaign_through_the_form(demo_world: None, admin_client: Cli
         Decimal("250.00"),
         Decimal("250.00"),
     )
+
+
+def test_it_shows_a_model_versions_metrics_as_a_scenario_by_task_table(
+    demo_world: None, admin_client: Client
+) -> None:
+    from predictor.evaluation import fmt
+
+    version = ModelVersion.objects.get(kind="m2m", status=ModelVersion.Status.ACTIVE)
+    test = version.metrics["test"]
+    page = admin_client.get(reverse("admin:predictor_modelversion_change", args=[version.pk]))
+    text = page.content.decode()
+    table = re.search(r'<table class="metrics-table"><caption>test split.*?</table>', text, re.S)
+    assert table is not None
+    header = re.findall(r"<thead><tr>(.*?)</tr></thead>", table.group(0))[0]
+    assert re.findall(r"<th>([^<]*)</th>", header) == ["scenario", *test["by_task"]]
+    rows = re.findall(r"<tr><th>([^<]*)</th>((?:<td>[^<]*</td>)+)</tr>", table.group(0))
+    assert [code for code, _ in rows] == [*test["by_scenario"], "all scenarios"]
+    code, cells = rows[0]
+    task = next(iter(test["by_task"]))
+    cell = test["by_scenario"][code][task]
+    first = re.findall(r"<td>([^<]*)</td>", cells)[0]
+    assert first == f"{fmt(cell['nmae'])} / {fmt(cell['smape'])} (n={cell['n']})"
+    assert '"by_scenario"' not in text
+
+
+def test_it_picks_the_experiments_templates_from_a_list(
+    demo_world: None, admin_client: Client
+) -> None:
+    from abtest.models import Experiment
+    from campaigns.models import TaskTemplate
+
+    url = reverse("admin:abtest_experiment_add")
+    text = admin_client.get(url).content.decode()
+    offered = sorted(int(v) for v in re.findall(r'name="template_ids" value="(\d+)"', text))
+    current = sorted(TaskTemplate.objects.filter(is_current=True).values_list("pk", flat=True))
+    assert offered == current
+    picked = current[:2]
+    response = admin_client.post(
+        url,
+        {"key": "picked", "hypothesis": "", "population_filter": "{}", "holdout_share": "0",
+         "template_ids": [str(pk) for pk in picked], "budget_per_arm": "0",
+         "pre_period_days": "28", "evaluation_days": "7", "alpha": "0.05",
+         "expected_relative_lift": "0.05"},
+    )  # fmt: skip
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Experiment.objects.get(key="picked").template_ids == picked
