@@ -8,6 +8,7 @@ SECRET_KEY, DEBUG=0 and ALLOWED_HOSTS. Any variable may also be read from a file
 
 import os
 import secrets
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -210,11 +211,48 @@ CELERY_BEAT_SCHEDULE: dict = {
     "campaigns-idempotency-purge": {"task": "campaigns.idempotency_purge", "schedule": 86400.0},
 }
 
+# --- Logging, errors and static files in production ------------------------------------
+# LOG_FORMAT=json: one JSON object per line (incentive_platform.log_format); plain otherwise.
+LOG_FORMAT = env("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use plain or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "incentive_platform.log_format.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# SENTRY_DSN set: errors of the web app and the Celery workers go to Sentry (sentry-sdk finds
+# its Django and Celery integrations itself). No personal data is sent.
+SENTRY_DSN = env("SENTRY_DSN")
+if SENTRY_DSN:
+    import sentry_sdk
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        environment=env("SENTRY_ENVIRONMENT", "production"),
+        traces_sample_rate=float(env("SENTRY_TRACES_SAMPLE_RATE", "0")),
+        send_default_pii=False,
+    )
+
+# Static files (the admin's, Swagger UI's and Redoc's) are served by the app itself with DEBUG
+# off too: whitenoise, right after the security middleware. It finds them in the apps, so
+# `collectstatic` is an optimisation (compressed copies in STATIC_ROOT), not a requirement.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+)
+WHITENOISE_USE_FINDERS = True
+# Before any collectstatic STATIC_ROOT does not exist; the finders serve everything meanwhile.
+warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# --- end logging, errors and static files ---------------------------------------------------
