@@ -13,6 +13,7 @@ import sys
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "incentive_platform.settings")
     from django.core.management import execute_from_command_line
+    from django.db import DatabaseError
 
     try:
         execute_from_command_line(sys.argv)
@@ -21,10 +22,17 @@ def main() -> None:
 
         from incentive_platform.outages import outage_of
 
+        if "--traceback" in sys.argv:
+            raise
+        if isinstance(exc, DatabaseError):  # an absent or unmigrated database: say the fix
+            from incentive_platform.cli import database_not_ready
+
+            message = database_not_ready(exc)
+            if message is not None:
+                sys.stderr.write(message + "\n")
+                sys.exit(1)
         outage = outage_of(exc)
-        if "--traceback" in sys.argv or (
-            outage is None and not isinstance(exc, ImproperlyConfigured)
-        ):
+        if outage is None and not isinstance(exc, ImproperlyConfigured):
             raise
         command = sys.argv[1] if len(sys.argv) > 1 else "manage.py"
         sys.stderr.write(f"{command}: {outage.sentence() if outage else exc}\n")

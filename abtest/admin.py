@@ -5,10 +5,12 @@ Thin: every write goes through `abtest.services`, every number through `abtest.s
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -20,6 +22,7 @@ from django.utils.safestring import mark_safe
 from abtest import analysis, charts, services
 from abtest.models import MAX_ARMS, Arm, Assignment, Experiment
 from abtest.selectors import experiment_report
+from campaigns.models import TaskTemplate
 
 CREATE_FIELDS = (
     "key", "hypothesis", "population_filter", "holdout_share", "template_ids", "targets_per_arm",
@@ -114,12 +117,51 @@ def display_incremental(report: dict) -> list[dict]:
     ]
 
 
+def _template_label(template: TaskTemplate) -> str:
+    scope = template.scenario.code if template.scenario_id else "any scenario"
+    return f"{template} - {template.get_kind_display()}, {scope}, reward {template.reward_value}"
+
+
+class TemplateCheckboxes(forms.CheckboxSelectMultiple):
+    """Checkboxes; a scripted post may still send the ids as one JSON list, e.g. "[1, 2]"."""
+
+    def value_from_datadict(self, data, files, name: str) -> list[str]:
+        values = super().value_from_datadict(data, files, name)
+        if len(values) == 1 and values[0].strip().startswith("["):
+            try:
+                parsed = json.loads(values[0])
+            except ValueError:
+                return values
+            if isinstance(parsed, list):
+                return [str(v) for v in parsed]
+        return values
+
+
 class ExperimentForm(forms.ModelForm):
     """Validates with the services' own checks, so a bad value is a form error, not a crash."""
+
+    template_ids = forms.ModelMultipleChoiceField(
+        queryset=TaskTemplate.objects.none(),
+        required=False,
+        widget=TemplateCheckboxes,
+        label="Task templates",
+        help_text="The templates both arms' campaigns use (current versions).",
+    )
 
     class Meta:
         model = Experiment
         fields = (*CREATE_FIELDS, "scenarios")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if "template_ids" not in self.fields:  # read-only once the experiment started
+            return
+        # The current versions, plus any older version this experiment already uses.
+        chosen = self.instance.template_ids if self.instance.pk else []
+        self.fields["template_ids"].queryset = TaskTemplate.objects.filter(
+            Q(is_current=True) | Q(pk__in=chosen or [])
+        ).select_related("scenario")
+        self.fields["template_ids"].label_from_instance = _template_label
 
     def clean_population_filter(self) -> dict:
         value = self.cleaned_data["population_filter"] or {}
@@ -129,15 +171,13 @@ class ExperimentForm(forms.ModelForm):
             raise ValidationError(exc.messages) from exc
         return value
 
-    def clean_template_ids(self) -> list:
-        value = self.cleaned_data["template_ids"] or []
-        if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
-            raise ValidationError("a JSON list of task template ids, e.g. [1, 2]")
+    def clean_template_ids(self) -> list[int]:
+        ids = sorted(t.pk for t in self.cleaned_data["template_ids"] or [])
         try:
-            services.templates_check(value)
+            services.templates_check(ids)
         except ValidationError as exc:
             raise ValidationError(exc.messages) from exc
-        return value
+        return ids
 
     def clean(self) -> dict:
         data = super().clean()

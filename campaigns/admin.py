@@ -1,6 +1,6 @@
 """Admin for ops: templates (edits of used ones become new versions), campaigns with preview,
-launch and close actions, tasks, the budget ledger, push messages and API keys (the secret is
-shown once, on creation). Every write goes through campaigns.services."""
+launch, pause, resume and close actions, tasks, the budget ledger, push messages and API keys
+(the secret is shown once, on creation). Every write goes through campaigns.services."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ from campaigns.services import (
     api_key_revoke,
     campaign_close,
     campaign_launch,
+    campaign_pause,
     campaign_produce,
+    campaign_resume,
     campaign_templates_validate,
     tasks_transition_bulk,
     template_update,
@@ -124,27 +126,42 @@ class CampaignForm(forms.ModelForm):
         return data
 
 
+class PausedFilter(admin.SimpleListFilter):
+    title = "paused"
+    parameter_name = "paused"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        return [("yes", "Paused"), ("no", "Not paused")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(paused_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(paused_at__isnull=True)
+        return queryset
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
     form = CampaignForm
+    # Narrow columns only, so the money fits a laptop screen without horizontal scrolling.
     list_display = (
         "name",
-        "status",
-        "model_kind",
-        "model_version",
-        "policy",
+        "state",
+        "model_used",
         "budget",
         "reserved",
         "settled",
         "remaining",
-        "starts_at",
-        "ends_at",
+        "period",
     )
-    list_filter = ("status", "model_kind", "policy")
+    list_filter = ("status", PausedFilter, "model_kind", "policy")
+    list_select_related = ("model_version",)
     search_fields = ("name",)
     filter_horizontal = ("scenarios", "templates")
     readonly_fields = (
         "status",
+        "paused_at",
         "reserved",
         "settled",
         "remaining",
@@ -153,7 +170,18 @@ class CampaignAdmin(admin.ModelAdmin):
         "launched_at",
         "closed_at",
     )
-    actions = ("preview_campaigns", "launch_campaigns", "close_campaigns")
+    actions = (
+        "preview_campaigns",
+        "launch_campaigns",
+        "pause_campaigns",
+        "resume_campaigns",
+        "close_campaigns",
+    )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Campaign | None = None) -> tuple:
+        if obj is None:  # a new campaign has no money, tasks or history to show yet
+            return ()
+        return self.readonly_fields
 
     def formfield_for_manytomany(self, db_field, request: HttpRequest, **kwargs):
         if db_field.name == "templates":
@@ -162,7 +190,22 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.display(description="remaining")
     def remaining(self, obj: Campaign) -> str:
-        return str(obj.remaining)
+        return "-" if obj.budget is None else str(obj.remaining)
+
+    @admin.display(description="status", ordering="status")
+    def state(self, obj: Campaign) -> str:
+        return f"{obj.status}, paused" if obj.is_paused else obj.status
+
+    @admin.display(description="model")
+    def model_used(self, obj: Campaign) -> str:
+        if obj.model_version_id:
+            return f"{obj.model_version.kind} #{obj.model_version_id}"
+        return f"active {obj.model_kind}"
+
+    @admin.display(description="period", ordering="starts_at")
+    def period(self, obj: Campaign) -> str:
+        ends = f"{obj.ends_at:%Y-%m-%d}" if obj.ends_at else "open"
+        return f"{obj.starts_at:%Y-%m-%d} to {ends}"
 
     @admin.display(description="budget ledger")
     def ledger(self, obj: Campaign) -> str:
@@ -222,6 +265,22 @@ class CampaignAdmin(admin.ModelAdmin):
                     f"{result.budget_reserved} ({result.skipped_budget} skipped for budget).",
                 )
 
+    @admin.action(description="Pause (no new tasks or leases; open tasks keep their terms)")
+    def pause_campaigns(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for campaign in queryset.order_by("pk"):
+            try:
+                paused = campaign_pause(campaign=campaign, actor=f"admin:{request.user}")
+            except CampaignStateError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            self.message_user(request, f"{campaign}: {'paused' if paused else 'already paused'}.")
+
+    @admin.action(description="Resume (lift a pause)")
+    def resume_campaigns(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for campaign in queryset.order_by("pk"):
+            resumed = campaign_resume(campaign=campaign, actor=f"admin:{request.user}")
+            self.message_user(request, f"{campaign}: {'resumed' if resumed else 'was not paused'}.")
+
     @admin.action(description="Close (cancel tasks not yet accepted)")
     def close_campaigns(self, request: HttpRequest, queryset: QuerySet) -> None:
         for campaign in queryset.order_by("pk"):
@@ -257,9 +316,11 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(IncentiveTask)
 class IncentiveTaskAdmin(ReadOnlyAdmin):
+    # Filters are the admin's own list_filter (campaign, state, scenario, kind): the list needs
+    # nothing django-filter adds, and the API filters with its own serializers.
     list_display = (
         "id",
-        "advertiser",
+        "advertiser_code",
         "campaign",
         "kind",
         "scenario",
@@ -267,14 +328,34 @@ class IncentiveTaskAdmin(ReadOnlyAdmin):
         "target",
         "reward",
         "progress",
-        "valid_from",
+        "selected_by",
+        "model_used",
         "valid_until",
     )
-    list_filter = ("state", "scenario", "campaign", "kind")
-    list_select_related = ("advertiser", "campaign", "scenario")
+    list_filter = ("campaign", "state", "scenario", "kind")
+    list_select_related = ("advertiser", "campaign", "scenario", "model_version")
     search_fields = ("advertiser__advertiser_id",)
     inlines = (TaskTransitionInline,)
     actions = ("cancel_tasks",)
+
+    @admin.display(description="advertiser id", ordering="advertiser__advertiser_id")
+    def advertiser_code(self, obj: IncentiveTask) -> str:
+        return obj.advertiser.advertiser_id
+
+    @admin.display(description="selected by")
+    def selected_by(self, obj: IncentiveTask) -> str:
+        """The score that selected the task: its targeting's own score where the task records
+        one (uplift, predicted inactivity), else the predicted active days."""
+        score = getattr(obj, "selection_score", None)
+        if score is not None:
+            kind = getattr(obj, "selection_kind", "") or "score"
+            return f"{str(kind).replace('_', ' ')} {score:.3f}"
+        return f"predicted active days {obj.predicted_activity:.2f}"
+
+    @admin.display(description="model version", ordering="model_version")
+    def model_used(self, obj: IncentiveTask) -> str:
+        version = obj.model_version
+        return "-" if version is None else f"{version.kind} #{version.pk}"
 
     @admin.action(description="Cancel (release their reservations)")
     def cancel_tasks(self, request: HttpRequest, queryset: QuerySet) -> None:

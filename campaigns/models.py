@@ -224,6 +224,9 @@ class Campaign(models.Model):
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    # Paused (any status but closed): no new production, no new leases of its messages; the
+    # tasks it gave keep their terms. Resuming clears it. Closing, unlike pausing, is final.
+    paused_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     launched_at = models.DateTimeField(null=True, blank=True, editable=False)
     closed_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -267,6 +270,10 @@ class Campaign(models.Model):
     @property
     def remaining(self) -> Decimal:
         return self.budget - self.reserved - self.settled
+
+    @property
+    def is_paused(self) -> bool:
+        return self.paused_at is not None
 
 
 class TaskState(models.TextChoices):

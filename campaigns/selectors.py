@@ -346,7 +346,12 @@ def tasks_overdue(*, through: date) -> QuerySet:
 
 _FEED_SQL = (
     "SELECT id, status, lease_expires_at, content FROM {table} "
-    "WHERE id > %s {status} ORDER BY id LIMIT %s"
+    "WHERE id > %s {status} {unpaused} ORDER BY id LIMIT %s"
+)
+# Unsent messages of paused campaigns are held back (campaigns.services.campaigns.campaign_pause).
+_FEED_UNPAUSED = (
+    "AND NOT (status = 'pending' AND task_id IN (SELECT t.id FROM campaigns_incentivetask t "
+    "JOIN campaigns_campaign c ON c.id = t.campaign_id WHERE c.paused_at IS NOT NULL))"
 )
 
 
@@ -358,7 +363,9 @@ def messages_feed_page(
     Plain SQL: the feed's hot path, where building the ORM query cost as much as running it.
     """
     sql = _FEED_SQL.format(
-        table=PushMessage._meta.db_table, status="AND status = %s" if status else ""
+        table=PushMessage._meta.db_table,
+        status="AND status = %s" if status else "",
+        unpaused=_FEED_UNPAUSED,
     )
     params = [after_id, *([status] if status else []), limit]
     with connection.cursor() as cursor:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from predictor import services, tasks
 from predictor.evaluation import fmt
@@ -22,6 +24,47 @@ class _ReadOnly(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+def _cell(cell: dict | None) -> str:
+    if not cell:
+        return "-"
+    return f"{fmt(cell.get('nmae'))} / {fmt(cell.get('smape'))} (n={cell.get('n', '-')})"
+
+
+def metrics_tables(metrics: dict) -> SafeString:
+    """One table per evaluated split (test, recent, ...): a row per scenario and one for all
+    scenarios, a column per task, each cell "NMAE / SMAPE (n)"; the overall mean below."""
+    tables = []
+    for split, result in (metrics or {}).items():
+        if not isinstance(result, dict) or "by_scenario" not in result:
+            continue
+        by_scenario, by_task = result["by_scenario"], result.get("by_task", {})
+        tasks = list(by_task) or sorted({t for row in by_scenario.values() for t in row})
+        rows = [(code, [_cell(row.get(t)) for t in tasks]) for code, row in by_scenario.items()]
+        rows.append(("all scenarios", [_cell(by_task.get(t)) for t in tasks]))
+        overall = result.get("overall", {})
+        tables.append(
+            format_html(
+                '<table class="metrics-table"><caption>{} split: NMAE / SMAPE (n rows); '
+                "overall NMAE {}, SMAPE {} over {} cells</caption><thead><tr><th>scenario</th>"
+                "{}</tr></thead><tbody>{}</tbody></table>",
+                split,
+                fmt(overall.get("nmae")),
+                fmt(overall.get("smape")),
+                overall.get("cells", "-"),
+                format_html_join("", "<th>{}</th>", ((t,) for t in tasks)),
+                format_html_join(
+                    "",
+                    "<tr><th>{}</th>{}</tr>",
+                    (
+                        (code, format_html_join("", "<td>{}</td>", ((c,) for c in cells)))
+                        for code, cells in rows
+                    ),
+                ),
+            )
+        )
+    return format_html_join("", "{}", ((t,) for t in tables)) if tables else SafeString("-")
 
 
 def _overall(version: ModelVersion, metric: str) -> str:
@@ -43,8 +86,15 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "train_end",
     )
     list_filter = ("kind", "status")
-    readonly_fields = [f.name for f in ModelVersion._meta.fields]
+    # The metrics as tables (scenario x task) instead of their JSON.
+    readonly_fields = [
+        "metrics_table" if f.name == "metrics" else f.name for f in ModelVersion._meta.fields
+    ]
     actions = ("train_kinds", "evaluate_versions", "activate_version")
+
+    @admin.display(description="metrics")
+    def metrics_table(self, obj: ModelVersion) -> SafeString:
+        return metrics_tables(obj.metrics)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # versions come from training, never from a form

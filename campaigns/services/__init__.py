@@ -22,6 +22,8 @@ from campaigns.services.campaigns import (
     campaign_close,
     campaign_create,
     campaign_launch,
+    campaign_pause,
+    campaign_resume,
     campaign_templates_validate,
     campaigns_schedule_tick,
 )
@@ -74,7 +76,9 @@ __all__ = [
     "campaign_close",
     "campaign_create",
     "campaign_launch",
+    "campaign_pause",
     "campaign_produce",
+    "campaign_resume",
     "campaign_templates_validate",
     "campaigns_schedule_tick",
     "idempotency_records_purge",

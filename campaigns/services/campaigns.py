@@ -3,6 +3,10 @@
 Launching a draft whose start lies ahead schedules it; launching a due campaign (draft,
 scheduled, or running for a top-up) runs production. Closing cancels the tasks not yet
 accepted (their reservations come back); accepted tasks run on to settlement.
+
+Pausing is separate from the status and can be undone: a paused campaign produces no tasks
+(launch, schedule, top-up) and the push feed hands out no new leases of its messages, while
+the tasks it already gave keep their terms, progress and settlement. Resuming lifts it.
 """
 
 from __future__ import annotations
@@ -103,6 +107,10 @@ def campaign_launch(
     campaign.refresh_from_db()
     if campaign.status == Campaign.Status.CLOSED:
         raise CampaignStateError(f"Campaign {campaign.pk} ({campaign.name}) is closed.")
+    if campaign.is_paused:
+        raise CampaignStateError(
+            f"Campaign {campaign.pk} ({campaign.name}) is paused; resume it to launch it."
+        )
     if campaign.starts_at > now:
         if campaign.status == Campaign.Status.DRAFT:
             Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.DRAFT).update(
@@ -125,10 +133,44 @@ def campaign_close(*, campaign: Campaign, actor: str = "close") -> int:
             task_ids=waiting, to=TaskState.CANCELLED, actor=actor, note="campaign closed"
         )
         Campaign.objects.filter(pk=campaign.pk).exclude(status=Campaign.Status.CLOSED).update(
-            status=Campaign.Status.CLOSED, closed_at=timezone.now()
+            status=Campaign.Status.CLOSED, closed_at=timezone.now(), paused_at=None
         )
     campaign.refresh_from_db()
     return len(cancelled.ids)
+
+
+def campaign_pause(*, campaign: Campaign, actor: str = "pause") -> bool:
+    """Pause the campaign; False when it already was. A closed campaign cannot be paused.
+
+    One conditional UPDATE: production holds the campaign row locked while it runs, so a pause
+    waits for a running production and every later one sees it.
+    """
+    paused = (
+        Campaign.objects.filter(pk=campaign.pk, paused_at__isnull=True)
+        .exclude(status=Campaign.Status.CLOSED)
+        .update(paused_at=timezone.now())
+    )
+    campaign.refresh_from_db()
+    if not paused and campaign.status == Campaign.Status.CLOSED:
+        raise CampaignStateError(
+            f"Campaign {campaign.pk} ({campaign.name}) is closed; closing is final, there is "
+            "nothing to pause."
+        )
+    if paused:
+        logger.info("Campaign %s paused by %s", campaign.pk, actor)
+    return bool(paused)
+
+
+def campaign_resume(*, campaign: Campaign, actor: str = "resume") -> bool:
+    """Lift a pause; False when the campaign was not paused. Production resumes at the next
+    launch or schedule tick, leases at the feed's next request."""
+    resumed = Campaign.objects.filter(pk=campaign.pk, paused_at__isnull=False).update(
+        paused_at=None
+    )
+    campaign.refresh_from_db()
+    if resumed:
+        logger.info("Campaign %s resumed by %s", campaign.pk, actor)
+    return bool(resumed)
 
 
 @dataclass(frozen=True)
@@ -145,7 +187,9 @@ def campaigns_schedule_tick(*, now: datetime | None = None) -> TickResult:
     for campaign in ended:
         campaign_close(campaign=campaign, actor="schedule")
         closed.append(campaign.pk)
-    due = Campaign.objects.filter(status=Campaign.Status.SCHEDULED, starts_at__lte=now)
+    due = Campaign.objects.filter(
+        status=Campaign.Status.SCHEDULED, starts_at__lte=now, paused_at__isnull=True
+    )
     started = []
     for campaign in due:
         try:

@@ -228,6 +228,8 @@ def _production_lock() -> None:
 def _check_producible(campaign: Campaign) -> None:
     if campaign.status == Campaign.Status.CLOSED:
         raise ProductionError(f"Campaign {campaign.pk} ({campaign.name}) is closed.")
+    if campaign.paused_at is not None:
+        raise ProductionError(f"Campaign {campaign.pk} ({campaign.name}) is paused; resume it.")
     if campaign.ends_at is not None and campaign.ends_at <= timezone.now():
         raise ProductionError(
             f"Campaign {campaign.pk} ({campaign.name}) ended at {campaign.ends_at:%Y-%m-%d %H:%M}; "

@@ -82,7 +82,7 @@ def messages_lease(
         messages = list(
             PushMessage.objects.select_related("task")
             .select_for_update(skip_locked=True, of=("self", "task"))
-            .filter(free, task__state__in=OPEN_STATES)
+            .filter(free, task__state__in=OPEN_STATES, task__campaign__paused_at__isnull=True)
             .order_by("id")[:limit]
         )
         if not messages:

@@ -10,6 +10,7 @@ secrets).
 
 import os
 import secrets
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -64,7 +65,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
-    "django_filters",
     "advertisers",
     "predictor",
     "campaigns",
@@ -116,6 +116,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         # A fresh checkout has no var/ yet; SQLite would say only "unable to open database file".
         Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 
+# --- Artifacts next to an embedded database -----------------------------------------------
+# A SQLite database and the model files its versions point to belong together: unless
+# ARTIFACT_DIR is set, they live in `artifacts/` beside the database file (`var/db.sqlite3` ->
+# `var/artifacts`, the demo's `var/demo/demo.sqlite3` -> `var/demo/artifacts`).
+if (
+    not env("ARTIFACT_DIR")
+    and DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+    and DATABASES["default"]["NAME"] not in ("", ":memory:")
+):
+    ARTIFACT_DIR = Path(DATABASES["default"]["NAME"]).resolve().parent / "artifacts"
+# --- end artifacts --------------------------------------------------------------------------
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -154,6 +166,20 @@ SPECTACULAR_SETTINGS = {
         "PushEventTypeEnum": "campaigns.api.EVENT_TYPES",
     },
 }
+
+# --- API docs, served offline -------------------------------------------------------------
+# Swagger UI and Redoc come from the drf-spectacular-sidecar package's static files, never a CDN.
+INSTALLED_APPS += ["drf_spectacular_sidecar"]
+SPECTACULAR_SETTINGS |= {
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Swagger UI's default validator badge is an image from validator.swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+}
+# The Redoc page without the stock template's Google Fonts links (templates/api_docs/).
+TEMPLATES[0]["DIRS"] = [*TEMPLATES[0]["DIRS"], Path(__file__).resolve().parent / "templates"]
+# --- end API docs ---------------------------------------------------------------------------
 
 # --- Celery (DESIGN section 6) -------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
@@ -214,11 +240,48 @@ CELERY_BEAT_SCHEDULE: dict = {
     "campaigns-idempotency-purge": {"task": "campaigns.idempotency_purge", "schedule": 86400.0},
 }
 
+# --- Logging, errors and static files in production ------------------------------------
+# LOG_FORMAT=json: one JSON object per line (incentive_platform.log_format); plain otherwise.
+LOG_FORMAT = env("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use plain or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "incentive_platform.log_format.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# SENTRY_DSN set: errors of the web app and the Celery workers go to Sentry (sentry-sdk finds
+# its Django and Celery integrations itself). No personal data is sent.
+SENTRY_DSN = env("SENTRY_DSN")
+if SENTRY_DSN:
+    import sentry_sdk
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        environment=env("SENTRY_ENVIRONMENT", "production"),
+        traces_sample_rate=float(env("SENTRY_TRACES_SAMPLE_RATE", "0")),
+        send_default_pii=False,
+    )
+
+# Static files (the admin's, Swagger UI's and Redoc's) are served by the app itself with DEBUG
+# off too: whitenoise, right after the security middleware. It finds them in the apps, so
+# `collectstatic` is an optimisation (compressed copies in STATIC_ROOT), not a requirement.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+)
+WHITENOISE_USE_FINDERS = True
+# Before any collectstatic STATIC_ROOT does not exist; the finders serve everything meanwhile.
+warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# --- end logging, errors and static files ---------------------------------------------------

@@ -94,3 +94,30 @@ def test_a_new_api_key_shows_its_secret_once(admin_client) -> None:
     assert (api_key.secret_hash, api_key.scopes) == (api_key_hash(secret), ["push"])
     page = admin_client.get(reverse("admin:campaigns_apikey_change", args=[api_key.pk]))
     assert secret not in page.content.decode()
+
+
+def test_the_task_list_shows_the_advertiser_id_selection_score_and_model(
+    produced, admin_client, world
+) -> None:
+    response = admin_client.get(reverse("admin:campaigns_incentivetask_changelist"), {"o": "1"})
+    rows = response.context["cl"].result_list
+    # A002 is predicted 2 active days in search and 0.25 in display: 2.25 in all.
+    first = next(t for t in rows if t.advertiser.advertiser_id == "A002")
+    model_admin = response.context["cl"].model_admin
+    assert model_admin.advertiser_code(first) == "A002"
+    assert model_admin.selected_by(first) == "predicted active days 2.25"
+    assert model_admin.model_used(first) == f"m2m #{world.version.pk}"
+    text = response.content.decode()
+    assert "A002" in text and "predicted active days 2.25" in text
+
+
+def test_the_campaign_list_shows_the_money_columns(produced, admin_client) -> None:
+    response = admin_client.get(reverse("admin:campaigns_campaign_changelist"))
+    text = response.content.decode()
+    cells = re.findall(r'<td class="field-(budget|reserved|settled|remaining)">([^<]*)</td>', text)
+    assert cells == [
+        ("budget", "1000.00"),
+        ("reserved", "195.00"),
+        ("settled", "0.00"),
+        ("remaining", "805.00"),
+    ]

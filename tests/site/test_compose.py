@@ -59,3 +59,10 @@ def test_it_reserves_a_gpu_for_the_gpu_worker(services):
 
 def test_it_runs_the_beat_scheduler(services):
     assert command_of(services["beat"]).endswith("beat --loglevel INFO")
+
+
+def test_it_checks_the_web_service_through_healthz(services):
+    check = services["web"]["healthcheck"]
+    assert "http://localhost:8000/healthz" in " ".join(check["test"])
+    assert check["test"][0] == "CMD"
+    assert "localhost" in services["web"]["environment"]["ALLOWED_HOSTS"].split(",")

@@ -1,6 +1,8 @@
 """Create a campaign from a model's latest predictions, launch it and report what it produced.
 
 manage.py campaign_run --name "Win back" --kind m2m --top 200 --budget 5000 [--scenario search]
+
+All or nothing: a run that fails, and a --dry-run, leave no campaign behind.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from advertisers.models import Scenario
 from campaigns.models import Campaign
 from campaigns.selectors import NoModelVersion
 from campaigns.services import (
     ProductionError,
+    ProductionResult,
     campaign_create,
     campaign_produce,
     templates_default_ensure,
@@ -56,32 +60,43 @@ class Command(BaseCommand):
         scenarios = self._scenarios(options["scenario"])
         version = self._version(options["model_version"])
         try:
-            campaign = campaign_create(
-                name=options["name"],
-                budget=_money(options["budget"]),
-                reward_cap=_money(options["reward_cap"]),
-                templates=templates_default_ensure(),
-                model_kind="" if version else options["kind"],
-                model_version=version,
-                policy=Campaign.Policy.BOTTOM_N if options["top"] else Campaign.Policy.THRESHOLD,
-                top_n=options["top"],
-                threshold=_money(options["threshold"]) if options["threshold"] else None,
-                scenarios=scenarios,
-                cooldown_days=options["cooldown_days"],
-            )
-            result = campaign_produce(campaign=campaign, dry_run=options["dry_run"])
+            with transaction.atomic():
+                campaign, result = self._run(options, scenarios, version)
         except (ValidationError, ProductionError, NoModelVersion) as exc:
-            raise CommandError(str(exc)) from exc
-        campaign.refresh_from_db()
+            raise CommandError(f"{exc} Nothing was stored.") from exc
         verb = "would produce" if result.dry_run else "produced"
+        label = "Dry run (nothing stored)" if result.dry_run else f"Campaign {campaign.pk}"
         self.stdout.write(
-            f"Campaign {campaign.pk} '{campaign.name}' (model version {result.model_version_id}, "
+            f"{label} '{campaign.name}' (model version {result.model_version_id}, "
             f"predictions as of {result.as_of}): {verb} {result.produced} tasks of "
             f"{result.selected} selected; budget reserved {result.budget_reserved} of "
             f"{campaign.budget} ({result.skipped_budget} skipped for budget)."
         )
         for template, count in sorted(result.by_template.items()):
             self.stdout.write(f"  {template}: {count}")
+
+    def _run(
+        self, options: dict, scenarios: list[Scenario], version: ModelVersion | None
+    ) -> tuple[Campaign, ProductionResult]:
+        """Create and produce inside the caller's transaction; a dry run rolls it back."""
+        campaign = campaign_create(
+            name=options["name"],
+            budget=_money(options["budget"]),
+            reward_cap=_money(options["reward_cap"]),
+            templates=templates_default_ensure(),
+            model_kind="" if version else options["kind"],
+            model_version=version,
+            policy=Campaign.Policy.BOTTOM_N if options["top"] else Campaign.Policy.THRESHOLD,
+            top_n=options["top"],
+            threshold=_money(options["threshold"]) if options["threshold"] else None,
+            scenarios=scenarios,
+            cooldown_days=options["cooldown_days"],
+        )
+        result = campaign_produce(campaign=campaign, dry_run=options["dry_run"])
+        campaign.refresh_from_db()
+        if result.dry_run:
+            transaction.set_rollback(True)
+        return campaign, result
 
     def _scenarios(self, codes: list[str]) -> list[Scenario]:
         found = {s.code: s for s in Scenario.objects.filter(code__in=codes)}
