@@ -26,6 +26,7 @@ from campaigns.models import (
     TaskState,
     TaskTemplate,
     TaskTransition,
+    UpliftModel,
 )
 from campaigns.selectors import NoModelVersion
 from campaigns.services import (
@@ -103,6 +104,9 @@ class CampaignForm(forms.ModelForm):
             "policy",
             "threshold",
             "top_n",
+            "targeting",
+            "objective",
+            "holdout_share",
             "lookback_days",
             "cooldown_days",
             "templates",
@@ -167,6 +171,7 @@ class CampaignAdmin(admin.ModelAdmin):
         "remaining",
         "ledger",
         "tasks_by_state",
+        "incremental",
         "launched_at",
         "closed_at",
     )
@@ -220,6 +225,28 @@ class CampaignAdmin(admin.ModelAdmin):
             totals["reserve"],
             totals["release"],
             totals["settle"],
+        )
+
+    @admin.display(description="incremental actives (holdout)")
+    def incremental(self, obj: Campaign) -> str:
+        """Expected (uplift allocation) against measured, from the tasks and the holdout."""
+        if not obj.pk:
+            return "-"
+        inc = selectors.campaign_incremental(campaign=obj)
+        expected = inc["expected_incremental_actives"]
+        expected_text = "-" if expected is None else f"{expected:.1f}"
+        if inc["measured_incremental_actives"] is None:
+            measured = inc.get("not_estimable", "-")
+        else:
+            lo, hi = inc["ci"]
+            measured = (
+                f"{inc['measured_incremental_actives']:+.1f} [{lo:+.1f}, {hi:+.1f}] "
+                f"(active {inc['active_rate_tasks']:.1%} with a task, "
+                f"{inc['active_rate_holdout']:.1%} in the holdout)"
+            )
+        return (
+            f"expected {expected_text}; measured {measured}; {inc['tasks']} tasks, holdout "
+            f"{inc['holdout']} ({obj.holdout_share:.0%}); spend {inc['spend']}"
         )
 
     @admin.display(description="tasks")
@@ -344,12 +371,16 @@ class IncentiveTaskAdmin(ReadOnlyAdmin):
 
     @admin.display(description="selected by")
     def selected_by(self, obj: IncentiveTask) -> str:
-        """The score that selected the task: its targeting's own score where the task records
-        one (uplift, predicted inactivity), else the predicted active days."""
-        score = getattr(obj, "selection_score", None)
-        if score is not None:
-            kind = getattr(obj, "selection_kind", "") or "score"
-            return f"{str(kind).replace('_', ' ')} {score:.3f}"
+        """The score that selected the task under its targeting: P(inactive), the uplift
+        allocation's expected gain, or (older models) the predicted active days."""
+        labels = {
+            "p_inactive": "P(inactive)",
+            "uplift": "expected gain",
+            "exploration": "exploration, reward x",
+            "random": "random",
+        }
+        if obj.selection_kind in labels and obj.selection_score is not None:
+            return f"{labels[obj.selection_kind]} {obj.selection_score:.3f}"
         return f"predicted active days {obj.predicted_activity:.2f}"
 
     @admin.display(description="model version", ordering="model_version")
@@ -434,3 +465,19 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for api_key in queryset:
             api_key_revoke(api_key=api_key)
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
+
+
+@admin.register(UpliftModel)
+class UpliftModelAdmin(admin.ModelAdmin):
+    """Trained uplift models (campaigns.services.uplift): read-only, the newest is used."""
+
+    list_display = ("pk", "created_at", "rows", "qini_coefficient", "trained_on")
+    readonly_fields = ("artifact", "trained_on", "rows", "quality", "created_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="Qini coefficient (held out)")
+    def qini_coefficient(self, obj: UpliftModel) -> str:
+        value = (obj.quality or {}).get("qini_coefficient")
+        return "-" if value is None else f"{value:.4f}"

@@ -16,9 +16,17 @@ from campaigns.allocation import NONE, allocate, greedy_by_risk
 def _problem(draw, n_max: int = 30, k_max: int = 4):
     n = draw(st.integers(1, n_max))
     k = draw(st.integers(1, k_max))
-    value = draw(arrays(np.float64, (n, k), elements=st.floats(-1, 1, allow_nan=False)))
-    cost = draw(arrays(np.float64, (n, k), elements=st.floats(0.5, 50, allow_nan=False)))
-    budget = draw(st.floats(0, 500, allow_nan=False))
+    value = draw(
+        arrays(
+            np.float64, (n, k), elements=st.floats(-1, 1, allow_nan=False, allow_subnormal=False)
+        )
+    )
+    cost = draw(
+        arrays(
+            np.float64, (n, k), elements=st.floats(0.5, 50, allow_nan=False, allow_subnormal=False)
+        )
+    )
+    budget = draw(st.floats(0, 500, allow_nan=False, allow_subnormal=False))
     return value, cost, budget
 
 

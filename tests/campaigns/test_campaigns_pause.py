@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from advertisers.models import DailyStat
-from campaigns.models import Campaign, IncentiveTask, PushMessage, TaskState
+from campaigns.models import ApiConsumer, Campaign, IncentiveTask, PushMessage, TaskState
 from campaigns.selectors import messages_feed_page
 from campaigns.services import (
     CampaignStateError,
@@ -32,6 +32,11 @@ from .conftest import AS_OF
 
 FEED = "/api/v1/messages"
 LEASE = "/api/v1/messages/lease"
+
+
+def _consumer(name: str) -> int:
+    """A push consumer by name (events and leases belong to one)."""
+    return ApiConsumer.objects.get_or_create(name=name)[0].pk
 
 
 def _terms(campaign: Campaign) -> list[tuple]:
@@ -71,19 +76,19 @@ def test_it_holds_back_new_leases_but_not_the_events_of_leased_messages(
 ) -> None:
     paused, other = make_campaign(top_n=3), make_campaign(name="Other", top_n=6)
     campaign_produce(campaign=paused)
-    first = messages_lease(owner="a", limit=1, lease_seconds=30)
+    first = messages_lease(consumer_id=_consumer("a"), owner="a", limit=1, lease_seconds=30)
     campaign_produce(campaign=other)
     campaign_pause(campaign=paused)
-    leased = messages_lease(owner="b", limit=50, lease_seconds=30)
+    leased = messages_lease(consumer_id=_consumer("b"), owner="b", limit=50, lease_seconds=30)
     assert {m.task.campaign_id for m in leased} == {other.pk}
     assert len(leased) == IncentiveTask.objects.filter(campaign=other).count()
     # An expired lease of a paused campaign is not handed out again either.
     PushMessage.objects.filter(pk=first[0].pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
-    assert messages_lease(owner="c", limit=50, lease_seconds=30) == []
+    assert messages_lease(consumer_id=_consumer("c"), owner="c", limit=50, lease_seconds=30) == []
     campaign_resume(campaign=paused)
-    again = messages_lease(owner="d", limit=50, lease_seconds=30)
+    again = messages_lease(consumer_id=_consumer("d"), owner="d", limit=50, lease_seconds=30)
     assert {m.task.campaign_id for m in again} == {paused.pk}
     assert len(again) == 3
 
@@ -91,7 +96,7 @@ def test_it_holds_back_new_leases_but_not_the_events_of_leased_messages(
 def test_it_hides_the_unsent_messages_of_a_paused_campaign_from_the_feed(
     produced: Campaign, keys, client_for
 ) -> None:
-    leased = messages_lease(owner="a", limit=2, lease_seconds=30)
+    leased = messages_lease(consumer_id=_consumer("a"), owner="a", limit=2, lease_seconds=30)
     campaign_pause(campaign=produced)
     assert messages_feed_page(status="pending", after_id=0, limit=100) == []
     shown = [row[0] for row in messages_feed_page(status=None, after_id=0, limit=100)]

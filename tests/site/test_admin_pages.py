@@ -18,7 +18,7 @@ from django.urls import reverse
 from abtest.services import experiment_create, experiment_start
 from advertisers.ingestion import ingest_files
 from advertisers.simulator import simulate
-from campaigns.models import ApiScope
+from campaigns.models import ApiConsumer, ApiScope, UpliftModel
 from campaigns.services import (
     api_key_create,
     campaign_create,
@@ -36,11 +36,21 @@ HPARAMS = {
 }
 
 
+def _consumer(name: str) -> int:
+    """A push consumer by name (events and leases belong to one)."""
+    return ApiConsumer.objects.get_or_create(name=name)[0].pk
+
+
 def _trained(kind: str) -> ModelVersion:
     options = TrainOptions(
-        epochs=1, batch_size=64, window_days=14, stride=7, n_bins=8, device="cpu",
+        epochs=1,
+        batch_size=64,
+        window_days=14,
+        stride=7,
+        n_bins=8,
+        device="cpu",
         hparams=HPARAMS[kind],
-    )  # fmt: skip
+    )
     trained = services.training_run_execute(
         run=services.training_run_create(kind=kind, options=options)
     )
@@ -80,8 +90,14 @@ def demo_world(db: None, tmp_path: Path, settings) -> None:
     )
     campaign_produce(campaign=campaign)
     api_key_create(name="push", scopes=[ApiScope.PUSH])
-    messages_lease(owner="pusher", limit=3, lease_seconds=60)
+    messages_lease(consumer_id=_consumer("pusher"), owner="pusher", limit=3, lease_seconds=60)
     Group.objects.create(name="ops staff")
+    UpliftModel.objects.create(  # a registered uplift model (the lab's tests train real ones)
+        artifact="uplift/pages.json",
+        trained_on=[campaign.pk],
+        rows=10,
+        quality={"qini_coefficient": 0.12},
+    )
 
 
 def _pages(model_admin: admin.ModelAdmin, request: HttpRequest) -> list[tuple[str, str, int]]:
@@ -128,6 +144,9 @@ def test_it_adds_a_campaign_through_the_form(demo_world: None, admin_client: Cli
             "model_kind": "m2m",
             "policy": "bottom_n",
             "top_n": "3",
+            "targeting": "least_activity",
+            "objective": "actives",
+            "holdout_share": "0.05",
             "lookback_days": "28",
             "cooldown_days": "14",
             "templates": [template.pk],
@@ -183,10 +202,18 @@ def test_it_picks_the_experiments_templates_from_a_list(
     picked = current[:2]
     response = admin_client.post(
         url,
-        {"key": "picked", "hypothesis": "", "population_filter": "{}", "holdout_share": "0",
-         "template_ids": [str(pk) for pk in picked], "budget_per_arm": "0",
-         "pre_period_days": "28", "evaluation_days": "7", "alpha": "0.05",
-         "expected_relative_lift": "0.05"},
-    )  # fmt: skip
+        {
+            "key": "picked",
+            "hypothesis": "",
+            "population_filter": "{}",
+            "holdout_share": "0",
+            "template_ids": [str(pk) for pk in picked],
+            "budget_per_arm": "0",
+            "pre_period_days": "28",
+            "evaluation_days": "7",
+            "alpha": "0.05",
+            "expected_relative_lift": "0.05",
+        },
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     assert Experiment.objects.get(key="picked").template_ids == picked
