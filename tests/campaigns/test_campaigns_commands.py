@@ -12,7 +12,19 @@ from campaigns.tasks import campaign_produce_task, tasks_settle_task
 
 
 def test_campaign_run_produces_and_reports(world, capsys) -> None:
-    call_command("campaign_run", "--name", "Demo", "--kind", "m2m", "--top", "3", "--budget", "30")
+    call_command(
+        "campaign_run",
+        "--name",
+        "Demo",
+        "--kind",
+        "m2m",
+        "--top",
+        "3",
+        "--budget",
+        "30",
+        "--holdout",
+        "0",
+    )
     out = capsys.readouterr().out
     assert "produced 2 tasks of 3 selected; budget reserved 20.00 of 30.00" in out
     assert "(1 skipped for budget)" in out
@@ -58,3 +70,21 @@ def test_the_celery_tasks_run_production_and_settlement(make_campaign) -> None:
     assert tasks_settle_task.delay().get()["open_tasks"] == 6
     campaign.refresh_from_db()
     assert campaign.reserved == Decimal("195.00")
+
+
+def test_campaign_run_holds_out_a_share_and_says_so(world, capsys) -> None:
+    call_command(
+        "campaign_run", "--name", "H", "--top", "6", "--budget", "1000", "--holdout", "0.5"
+    )
+    out = capsys.readouterr().out
+    campaign = Campaign.objects.get(name="H")
+    held = campaign.holdouts.count()
+    assert held and f"{held} held out without a task" in out
+    assert campaign.tasks.count() + held <= 6
+
+
+def test_campaign_run_refuses_a_holdout_outside_0_1(world) -> None:
+    with pytest.raises(CommandError, match=r"--holdout must be in \[0, 1\), got 1.5"):
+        call_command(
+            "campaign_run", "--name", "X", "--top", "1", "--budget", "1", "--holdout", "1.5"
+        )

@@ -15,7 +15,18 @@ def test_it_leaves_no_draft_when_production_fails(world) -> None:
 
 
 def test_it_leaves_nothing_after_a_dry_run(world, capsys) -> None:
-    call_command("campaign_run", "--name", "D", "--top", "3", "--budget", "100", "--dry-run")
+    call_command(
+        "campaign_run",
+        "--name",
+        "D",
+        "--top",
+        "3",
+        "--budget",
+        "100",
+        "--dry-run",
+        "--holdout",
+        "0",
+    )
     out = capsys.readouterr().out
     assert "Dry run (nothing stored) 'D'" in out
     assert "would produce 3 tasks of 3 selected" in out

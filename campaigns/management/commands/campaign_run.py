@@ -52,11 +52,20 @@ class Command(BaseCommand):
             "--scenario", action="append", default=[], help="Scope (repeatable; default all)."
         )
         parser.add_argument("--cooldown-days", type=int, default=14)
+        parser.add_argument(
+            "--holdout",
+            type=float,
+            default=0.05,
+            help="Share of the selected advertisers held out without a task, to measure the"
+            " campaign's incremental effect (default 0.05; 0 for none).",
+        )
         parser.add_argument("--dry-run", action="store_true", help="Preview; write nothing.")
 
     def handle(self, *args: object, **options: object) -> None:
         if options["top"] is not None and options["top"] < 1:
             raise CommandError("--top must be at least 1.")
+        if not 0 <= options["holdout"] < 1:
+            raise CommandError(f"--holdout must be in [0, 1), got {options['holdout']}.")
         scenarios = self._scenarios(options["scenario"])
         version = self._version(options["model_version"])
         try:
@@ -71,6 +80,7 @@ class Command(BaseCommand):
             f"predictions as of {result.as_of}): {verb} {result.produced} tasks of "
             f"{result.selected} selected; budget reserved {result.budget_reserved} of "
             f"{campaign.budget} ({result.skipped_budget} skipped for budget)."
+            + (f" {result.held_out} held out without a task." if result.held_out else "")
         )
         for template, count in sorted(result.by_template.items()):
             self.stdout.write(f"  {template}: {count}")
@@ -91,6 +101,7 @@ class Command(BaseCommand):
             threshold=_money(options["threshold"]) if options["threshold"] else None,
             scenarios=scenarios,
             cooldown_days=options["cooldown_days"],
+            holdout_share=options["holdout"],
         )
         result = campaign_produce(campaign=campaign, dry_run=options["dry_run"])
         campaign.refresh_from_db()
