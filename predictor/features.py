@@ -137,6 +137,8 @@ class FeatureSpec:
             profile_cardinalities=self.profile_cardinalities,
             n_profile_num=self.n_profile_numeric,
             tasks=tuple(self.tasks),
+            horizon_days=self.horizon_days,
+            target_scales=tuple(self.target_scales),
         )
 
 

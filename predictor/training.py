@@ -67,6 +67,7 @@ from tqdm import tqdm
 
 from predictor.metrics import metric_table
 from predictor.networks import build_model, l2_parameters, l2_penalties, poisson_loss
+from predictor.networks.distribution import p_inactive
 from predictor.networks.meta import generator_parameters
 
 log = logging.getLogger(__name__)
@@ -259,12 +260,16 @@ def _penalty_gradient_add(model: nn.Module, alpha: float) -> None:
             param.grad.add_(param.detach(), alpha=2 * alpha)
 
 
-def _data_loss(model: nn.Module, batch: Tensors, weights: torch.Tensor | None) -> torch.Tensor:
-    """The Poisson term of eq. 19 (task-weighted) for one batch."""
+def _data_loss(
+    model: nn.Module, core: nn.Module, batch: Tensors, weights: torch.Tensor | None
+) -> torch.Tensor:
+    """The Poisson term of eq. 19 (task-weighted) for one batch, plus the distribution heads'
+    loss, which reaches the heads only (networks.distribution)."""
     use_amp = batch["target"].is_cuda
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-        rate = model(batch)
-    return poisson_loss(rate.float(), batch["target"], task_weights=weights)
+        out = model(batch, with_distribution=True)
+    loss = poisson_loss(out.rate.float(), batch["target"], task_weights=weights)
+    return loss + core.loss_terms(out, batch["target"])
 
 
 def train_step(
@@ -276,13 +281,13 @@ def train_step(
     weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One optimisation step on one batch (already on the device); returns the detached loss
-    of eq. 19, regulariser included.
+    of eq. 19, regulariser and distribution heads included.
 
     `model` is what runs the forward pass (the DDP wrapper under torchrun), `core` the module
     whose parameters are penalised and clipped. The regulariser's gradient is added to the
     data term's before clipping, exactly as if the sum had been back-propagated.
     """
-    loss = _data_loss(model, batch, weights)
+    loss = _data_loss(model, core, batch, weights)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     loss = loss.detach()
@@ -350,6 +355,15 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Adam:
     return torch.optim.Adam(groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=True)
 
 
+@dataclass(frozen=True)
+class Predicted:
+    """A model's predictive distribution for N samples of M tasks (normalised units)."""
+
+    rates: np.ndarray  # [N, M] float32 Poisson means (eq. 20)
+    quantiles: np.ndarray  # [N, M, 3] float32 10th, 50th, 90th percentiles
+    p_inactive: np.ndarray  # [N] float32 P(no active day in the horizon); NaN without the task
+
+
 def predict_rates(
     model: nn.Module,
     tensors: Tensors,
@@ -357,7 +371,18 @@ def predict_rates(
     device: torch.device | str = "cpu",
     batch_size: int | None = None,
 ) -> np.ndarray:
-    """Model output [N, M] (normalised rates) for every sample, in float32.
+    """Model output [N, M] (normalised rates) for every sample, in float32."""
+    return predict_outputs(model, tensors, device=device, batch_size=batch_size).rates
+
+
+def predict_outputs(
+    model: nn.Module,
+    tensors: Tensors,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int | None = None,
+) -> Predicted:
+    """Means, quantiles and P(inactive) for every sample (see `Predicted`).
 
     By default 256 samples a batch on the CPU, 8,192 on a GPU. 256 keep M2M's generated
     weights (4 MiB a layer) near the CPU caches; larger batches were slower per sample on CPU
@@ -370,16 +395,26 @@ def predict_rates(
     device = torch.device(device)
     model.eval()
     n = len(next(iter(tensors.values())))
+    m = model.spec.n_tasks
     if n == 0:
-        return np.zeros((0, 0), dtype=np.float32)
+        empty = np.zeros((0, m), dtype=np.float32)
+        return Predicted(empty, np.zeros((0, m, 3), np.float32), np.zeros(0, np.float32))
     inputs = {k: v for k, v in tensors.items() if k != "target"}
     batch_size = batch_size or (256 if device.type == "cpu" else 8192)
+    horizon = model.spec.horizon_days
 
     @torch.inference_mode()
     def score(lo: int) -> np.ndarray:
+        """[b, M + 3 M + 1]: rates, quantiles flattened, P(inactive)."""
         batch = batch_to({k: v[lo : lo + batch_size] for k, v in inputs.items()}, device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            return model(batch).float().cpu().numpy()
+            out = model(batch, with_distribution=True)
+        rate = out.rate.float()
+        if out.active_shape is None:
+            p = torch.full_like(rate[:, 0], float("nan"))
+        else:
+            p = p_inactive(out.active_shape.float(), horizon)
+        return torch.cat([rate, out.quantiles.float().flatten(1), p[:, None]], 1).cpu().numpy()
 
     starts = range(0, n, batch_size)
     workers = torch.get_num_threads() if device.type == "cpu" else 1
@@ -387,7 +422,7 @@ def predict_rates(
         if device.type == "cpu":
             flush_denormals()
             keep_freed_memory()
-        return np.concatenate([score(lo) for lo in starts])
+        return _split_outputs(np.concatenate([score(lo) for lo in starts]), m)
 
     def score_on_cpu(lo: int) -> np.ndarray:
         flush_denormals()  # per thread: the flag lives in each thread's FPU state
@@ -397,9 +432,17 @@ def predict_rates(
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(workers) as pool:
-            return np.concatenate(list(pool.map(score_on_cpu, starts)))
+            return _split_outputs(np.concatenate(list(pool.map(score_on_cpu, starts))), m)
     finally:
         torch.set_num_threads(workers)
+
+
+def _split_outputs(packed: np.ndarray, m: int) -> Predicted:
+    return Predicted(
+        rates=packed[:, :m],
+        quantiles=packed[:, m : 4 * m].reshape(-1, m, 3),
+        p_inactive=packed[:, 4 * m],
+    )
 
 
 @torch.inference_mode()
@@ -442,6 +485,8 @@ def validation_scores(
 class ScoredRun:
     rates: np.ndarray  # [N, M] normalised test rates
     best_epoch: int
+    quantiles: np.ndarray  # [N, M, 3] normalised 10th, 50th, 90th percentiles
+    p_inactive: np.ndarray  # [N] P(no active day in the horizon)
 
 
 def fit_and_predict(
@@ -464,8 +509,13 @@ def fit_and_predict(
     fitted = fit(
         lambda: build_model(kind, spec, **hparams), train, valid, config, valid_groups=valid_groups
     )
-    rates = predict_rates(fitted.model, test, device=fitted.device)
-    return ScoredRun(rates=rates, best_epoch=fitted.best_epoch)
+    out = predict_outputs(fitted.model, test, device=fitted.device)
+    return ScoredRun(
+        rates=out.rates,
+        best_epoch=fitted.best_epoch,
+        quantiles=out.quantiles,
+        p_inactive=out.p_inactive,
+    )
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:

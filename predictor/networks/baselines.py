@@ -1,7 +1,8 @@
 """The paper's baselines (5.1.2), all on the same Embedding&MLP input as M2M's backbone.
 
 Every model embeds the batch with `FeatureEncoder` (scenario features included, as 5.1.3
-requires of the base models) and ends in per-task positive rates [B, M]:
+requires of the base models) and ends in per-task positive rates [B, M], read from a per-task
+representation [B, M, d] that the distribution heads read too (networks.distribution):
 
 - SingleTask: one independent Embedding&MLP per task.
 - SharedBottom: one shared MLP, then per-task towers.
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from predictor.networks.distribution import DistributionalModel, DistributionHead
 from predictor.networks.embedding import (
     UNIT_RATE_BIAS,
     ExpertBank,
@@ -53,12 +55,16 @@ class _EmbeddingMLP(nn.Module):
         self.body = mlp(self.encoder.n_flat, config.hidden)
         self.out = nn.Linear(config.hidden[-1] if config.hidden else self.encoder.n_flat, 1)
         nn.init.constant_(self.out.bias, UNIT_RATE_BIAS)
+        self.d_out = config.hidden[-1] if config.hidden else self.encoder.n_flat
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.softplus(self.out(self.body(self.encoder.flat(batch)))).squeeze(-1)  # [B]
+    def represent(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.body(self.encoder.flat(batch))  # [B, d_out]
+
+    def rate(self, h: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.out(h)).squeeze(-1)  # [B]
 
 
-class SingleTask(nn.Module):
+class SingleTask(DistributionalModel):
     """M independent Embedding&MLP networks in one module, so the trainer treats it like the rest.
 
     No parameter is shared between the per-task nets, and the joint loss is a sum of per-task
@@ -75,12 +81,16 @@ class SingleTask(nn.Module):
         super().__init__()
         self.spec, self.config = spec, config
         self.nets = nn.ModuleList(_EmbeddingMLP(spec, config) for _ in spec.tasks)
+        self.distribution = DistributionHead(spec, self.nets[0].d_out)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack([net(batch) for net in self.nets], dim=-1)  # [B, M]
+    def represent(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.stack([net.represent(batch) for net in self.nets], dim=1)  # [B, M, d]
+
+    def rate(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.stack([net.rate(h[:, i]) for i, net in enumerate(self.nets)], dim=-1)
 
 
-class SharedBottom(nn.Module):
+class SharedBottom(DistributionalModel):
     kind = "shared_bottom"
 
     def __init__(self, spec: InputSpec, config: SharedBottomConfig) -> None:
@@ -90,13 +100,17 @@ class SharedBottom(nn.Module):
         self.bottom = mlp(self.encoder.n_flat, config.bottom)
         d_bottom = config.bottom[-1] if config.bottom else self.encoder.n_flat
         self.towers = TaskTowers(spec.n_tasks, d_bottom, config.tower)
+        self.distribution = DistributionHead(spec, self.towers.d_out)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def represent(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         shared = self.bottom(self.encoder.flat(batch))  # [B, d_bottom]
-        return self.towers(shared.unsqueeze(1).expand(-1, self.spec.n_tasks, -1))  # [B, M]
+        return self.towers.represent(shared.unsqueeze(1).expand(-1, self.spec.n_tasks, -1))
+
+    def rate(self, h: torch.Tensor) -> torch.Tensor:
+        return self.towers.rate(h)  # [B, M]
 
 
-class CrossStitch(nn.Module):
+class CrossStitch(DistributionalModel):
     """Per-task MLP columns; after each hidden layer x_t <- sum_u alpha[t, u] x_u (learned)."""
 
     kind = "cross_stitch"
@@ -119,17 +133,21 @@ class CrossStitch(nn.Module):
         self.stitches = nn.ParameterList(nn.Parameter(stitch.clone()) for _ in widths)
         self.out = GroupedLinear(m, widths[-1], 1)
         nn.init.constant_(self.out.bias, UNIT_RATE_BIAS)
+        self.distribution = DistributionHead(spec, widths[-1])
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def represent(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         m, d0 = self.spec.n_tasks, self.config.hidden[0]
         x = act(self.first(self.encoder.flat(batch))).view(-1, m, d0)  # [B, M, h_1]
         x = torch.matmul(self.stitches[0], x)  # cross-stitch: [B, M, h_1]
         for layer, stitch in zip(self.layers, self.stitches[1:], strict=True):
             x = torch.matmul(stitch, act(layer(x)))  # [B, M, h_l]
-        return F.softplus(self.out(x).squeeze(-1))  # [B, M]
+        return x
+
+    def rate(self, h: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.out(h).squeeze(-1))  # [B, M]
 
 
-class MMoE(nn.Module):
+class MMoE(DistributionalModel):
     kind = "mmoe"
 
     def __init__(self, spec: InputSpec, config: MMoEConfig) -> None:
@@ -139,16 +157,20 @@ class MMoE(nn.Module):
         self.experts = ExpertBank(self.encoder.n_flat, config.n_experts, config.d_view)
         self.gates = nn.Linear(self.encoder.n_flat, spec.n_tasks * config.n_experts)
         self.towers = TaskTowers(spec.n_tasks, config.d_view, config.tower)
+        self.distribution = DistributionHead(spec, self.towers.d_out)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def represent(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = self.encoder.flat(batch)  # [B, n_flat]
         experts = self.experts(x)  # [B, k, d_view]
         gates = self.gates(x).view(-1, self.spec.n_tasks, self.config.n_experts)  # [B, M, k]
         mixed = torch.matmul(torch.softmax(gates, dim=-1), experts)  # [B, M, d_view]
-        return self.towers(mixed)  # [B, M]
+        return self.towers.represent(mixed)  # [B, M, d]
+
+    def rate(self, h: torch.Tensor) -> torch.Tensor:
+        return self.towers.rate(h)  # [B, M]
 
 
-class CGC(nn.Module):
+class CGC(DistributionalModel):
     """Customized Gate Control: task t's gate mixes the shared experts and t's own experts."""
 
     kind = "cgc"
@@ -165,16 +187,20 @@ class CGC(nn.Module):
         self.register_buffer("selected", torch.cat([shared, own], dim=1), persistent=False)
         self.gates = nn.Linear(self.encoder.n_flat, m * (n_s + n_t))
         self.towers = TaskTowers(m, config.d_view, config.tower)
+        self.distribution = DistributionHead(spec, self.towers.d_out)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def represent(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = self.encoder.flat(batch)  # [B, n_flat]
         experts = self.experts(x)[:, self.selected]  # [B, M, n_s + n_t, d_view]
         gates = torch.softmax(self.gates(x).view(-1, *self.selected.shape), dim=-1)  # [B, M, e]
         mixed = torch.einsum("bme,bmed->bmd", gates, experts)  # [B, M, d_view]
-        return self.towers(mixed)  # [B, M]
+        return self.towers.represent(mixed)  # [B, M, d]
+
+    def rate(self, h: torch.Tensor) -> torch.Tensor:
+        return self.towers.rate(h)  # [B, M]
 
 
-class MRAN(nn.Module):
+class MRAN(DistributionalModel):
     """Multiple Relational Attention Network, compact.
 
     Fields: every sequence channel (its T day embeddings, projected to d_model), the scenario
@@ -200,6 +226,7 @@ class MRAN(nn.Module):
         self.query = nn.Linear(d, d)
         self.key_value = nn.Linear(d, 2 * d)
         self.towers = TaskTowers(spec.n_tasks, 2 * d, config.tower)
+        self.distribution = DistributionHead(spec, self.towers.d_out)
 
     def fields(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         xb, xp = self.encoder.sequences(batch)  # [B, T, NB * d_in], [B, T, NP * d_in]
@@ -213,7 +240,7 @@ class MRAN(nn.Module):
         profile = act(self.profile_proj(static[:, n_s:])).unsqueeze(1)  # [B, 1, d]
         return torch.cat([channels, scenario, profile], dim=1)  # [B, C + 2, d]
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def represent(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         fields = self.fields(batch)  # [B, n_fields, d]
         fields = fields + self.field_attention(fields)  # feature-feature relations
         tokens = self.task_tokens.unsqueeze(0)  # [1, M, d]
@@ -222,4 +249,7 @@ class MRAN(nn.Module):
         query = self.query(tasks).expand(fields.shape[0], -1, -1)  # [B, M, d]
         attended = F.scaled_dot_product_attention(query, keys, values)  # task-feature: [B, M, d]
         task_input = torch.cat([attended, tasks.expand_as(attended)], dim=-1)  # [B, M, 2d]
-        return self.towers(task_input)  # [B, M]
+        return self.towers.represent(task_input)  # [B, M, d]
+
+    def rate(self, h: torch.Tensor) -> torch.Tensor:
+        return self.towers.rate(h)  # [B, M]

@@ -201,13 +201,21 @@ class TaskTowers(nn.Module):
             layers.append(GroupedLinear(n_tasks, d_in, width))
             d_in = width
         self.hidden = nn.ModuleList(layers)
+        self.d_out = d_in  # width of `represent`'s output
         self.out = GroupedLinear(n_tasks, d_in, 1)
         nn.init.constant_(self.out.bias, UNIT_RATE_BIAS)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def represent(self, x: torch.Tensor) -> torch.Tensor:
+        """The towers' hidden layers: [B, M, d_in] -> [B, M, d_out]."""
         for layer in self.hidden:
             x = act(layer(x))  # [B, M, width]
-        return F.softplus(self.out(x).squeeze(-1))  # [B, M]
+        return x
+
+    def rate(self, h: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.out(h).squeeze(-1))  # [B, M]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rate(self.represent(x))  # [B, M]
 
 
 class SelfAttention(nn.Module):

@@ -9,6 +9,7 @@ Data flow for B samples, M tasks, k experts (shapes in the comments of `M2M.forw
   meta attention      a_ti = v^T Meta([E_i || T_t]), softmax over i, R_t = sum a_ti E_i  eq. 14-16
   meta tower          L_t^0 = R_t, L_t^j = sigma(Meta^(j-1)(L_t^(j-1)) + L_t^(j-1))      eq. 17-18
   output              per-task linear head, softplus -> positive Poisson rate              eq. 20
+  distribution        quantile and beta-binomial heads on the detached L_t (networks.distribution)
 
 Choices where the paper is silent (each is also noted at the line that makes it):
 - A day's channel embeddings (d_input each) are mapped by a linear day projection, shared by
@@ -41,6 +42,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from predictor.networks.distribution import DistributionalModel, DistributionHead
 from predictor.networks.embedding import (
     UNIT_RATE_BIAS,
     ExpertBank,
@@ -86,7 +88,7 @@ class DaySelfAttention(nn.Module):
         return days + mh  # [B, T, d_day]
 
 
-class M2M(nn.Module):
+class M2M(DistributionalModel):
     kind = "m2m"
 
     def __init__(self, spec: InputSpec, config: M2MConfig) -> None:
@@ -123,6 +125,7 @@ class M2M(nn.Module):
         )
         self.heads = GroupedLinear(m, c.d_meta, 1)
         nn.init.constant_(self.heads.bias, UNIT_RATE_BIAS)
+        self.distribution = DistributionHead(spec, c.d_meta)  # last: see networks.distribution
 
     def features(self, batch: dict[str, torch.Tensor], static: torch.Tensor) -> torch.Tensor:
         """F (eq. 5) flattened over days, with the dense S and A appended (4.1.3): [B, n_flat]."""
@@ -134,7 +137,8 @@ class M2M(nn.Module):
     def task_views(self) -> torch.Tensor:
         return act(self.task_mlp(self.task_ids.weight))  # eq. 7: T [M, d_view]
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def represent(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Everything up to the output layer: the meta tower's L_t [B, M, d]."""
         static = self.encoder.static(batch)  # S and A: [B, n_static]
         s = act(self.scenario_mlp(static))  # eq. 8: S~ [B, d]
         experts = self.experts(self.features(batch, static))  # eq. 6: E [B, k, d_view]
@@ -151,4 +155,7 @@ class M2M(nn.Module):
         tower = self.tower_proj(r)  # eq. 17: L^0 = R_t, projected to d (linear): [B, M, d]
         for unit in self.tower_units:
             tower = act(unit(tower, s) + tower)  # eq. 18: [B, M, d]
-        return F.softplus(self.heads(tower).squeeze(-1))  # positive rate [B, M]
+        return tower
+
+    def rate(self, h: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.heads(h).squeeze(-1))  # eq. 20: positive rate [B, M]

@@ -46,6 +46,9 @@ class InputSpec:
     profile_cardinalities: number of categories of each categorical profile field (NC entries).
     n_profile_num: NN, width of the float profile vector (may be 0).
     tasks: task names in the column order of "target" and of the model output (M entries).
+    horizon_days: tau, the days the targets sum over (the support of active days is 0..tau).
+    target_scales: the per-task divisors of "target" (M entries; empty = 1), so the
+        distribution heads can count raw active days.
     """
 
     seq_len: int
@@ -55,10 +58,26 @@ class InputSpec:
     profile_cardinalities: tuple[int, ...]
     n_profile_num: int
     tasks: tuple[str, ...] = DEFAULT_TASKS
+    horizon_days: int = 7
+    target_scales: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("behaviour_bins", "performance_bins", "profile_cardinalities", "tasks"):
+        for name in (
+            "behaviour_bins",
+            "performance_bins",
+            "profile_cardinalities",
+            "tasks",
+            "target_scales",
+        ):
             _as_tuple(self, name)
+        _check_positive("InputSpec", "horizon_days", self.horizon_days)
+        if self.target_scales and (
+            len(self.target_scales) != len(self.tasks) or not all(s > 0 for s in self.target_scales)
+        ):
+            raise ValueError(
+                f"InputSpec.target_scales must be {len(self.tasks)} positive numbers, one per"
+                f" task, got {self.target_scales!r}."
+            )
         _check_positive("InputSpec", "seq_len", self.seq_len)
         _check_positive("InputSpec", "n_scenario", self.n_scenario)
         if not isinstance(self.n_profile_num, int) or self.n_profile_num < 0:

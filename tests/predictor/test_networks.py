@@ -86,10 +86,26 @@ def test_it_sends_a_finite_gradient_to_every_parameter(kind: str, hparams: dict)
     torch.manual_seed(0)
     model = build_model(kind, SPEC, **hparams)
     batch = make_batch(SPEC, 6)
-    poisson_loss(model(batch), batch["target"]).backward()
+    out = model.outputs(batch)
+    (poisson_loss(out.rate, batch["target"]) + model.loss_terms(out, batch["target"])).backward()
     for name, param in model.named_parameters():
         assert param.grad is not None, f"{name} gets no gradient"
         assert torch.isfinite(param.grad).all(), name
+
+
+@pytest.mark.parametrize(("kind", "hparams"), VARIANTS, ids=VARIANT_IDS)
+def test_it_trains_the_distribution_heads_without_touching_the_papers_weights(
+    kind: str, hparams: dict
+):
+    torch.manual_seed(0)
+    model = build_model(kind, SPEC, **hparams)
+    batch = make_batch(SPEC, 6)
+    model.loss_terms(model.outputs(batch), batch["target"]).backward()
+    for name, param in model.named_parameters():
+        if name.startswith("distribution."):
+            assert param.grad is not None and bool(param.grad.abs().sum() > 0), name
+        else:
+            assert param.grad is None or not bool(param.grad.any()), name
 
 
 @pytest.mark.parametrize("kind", MODEL_KINDS)

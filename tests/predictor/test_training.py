@@ -198,7 +198,9 @@ def test_it_steps_as_if_the_l2_penalty_were_back_propagated():
 
     optimizer = training.make_optimizer(reference, config)
     meta, other = l2_penalties(reference)
-    expected = poisson_loss(reference(batch), batch["target"]) + 0.05 * (meta + other)  # eq. 19
+    out = reference.outputs(batch)
+    heads = reference.loss_terms(out, batch["target"])  # the distribution heads' own loss
+    expected = poisson_loss(out.rate, batch["target"]) + heads + 0.05 * (meta + other)  # eq. 19
     expected.backward()
     torch.nn.utils.clip_grad_value_(reference.parameters(), config.grad_clip)
     optimizer.step()
