@@ -731,6 +731,13 @@ class PredictionOutputSerializer(serializers.Serializer):
     active_days = serializers.FloatField()
     impressions = serializers.FloatField()
     gmv = serializers.FloatField()
+    p_inactive = serializers.FloatField(
+        allow_null=True, help_text="P(no active day in the horizon); null without the head."
+    )
+    expenditure_p10 = serializers.FloatField(allow_null=True, help_text="80% interval, low end.")
+    expenditure_p90 = serializers.FloatField(allow_null=True, help_text="80% interval, high end.")
+    clicks_p10 = serializers.FloatField(allow_null=True, help_text="80% interval, low end.")
+    clicks_p90 = serializers.FloatField(allow_null=True, help_text="80% interval, high end.")
 
 
 class AdvertiserPredictionsApi(ApiBase):

@@ -187,11 +187,30 @@ class PredictionAdmin(_ReadOnly):
         "scenario",
         "as_of",
         "model_version",
-        "clicks",
-        "expenditure",
+        "p_inactive_shown",
+        "expenditure_shown",
+        "clicks_shown",
         "active_days",
     )
     list_filter = ("as_of", "model_version__kind")
     list_select_related = ("advertiser", "scenario", "model_version")
     search_fields = ("advertiser__advertiser_id",)
     readonly_fields = [f.name for f in Prediction._meta.fields]
+
+    @admin.display(description="P(inactive)", ordering="p_inactive")
+    def p_inactive_shown(self, obj: Prediction) -> str:
+        return "—" if obj.p_inactive is None else f"{obj.p_inactive:.1%}"
+
+    @admin.display(description="expenditure (80% interval)", ordering="expenditure")
+    def expenditure_shown(self, obj: Prediction) -> str:
+        return _with_interval(obj.expenditure, obj.expenditure_p10, obj.expenditure_p90)
+
+    @admin.display(description="clicks (80% interval)", ordering="clicks")
+    def clicks_shown(self, obj: Prediction) -> str:
+        return _with_interval(obj.clicks, obj.clicks_p10, obj.clicks_p90)
+
+
+def _with_interval(mean: float, low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return f"{mean:,.1f}"
+    return f"{mean:,.1f} [{low:,.1f}, {high:,.1f}]"

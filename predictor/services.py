@@ -473,7 +473,18 @@ def training_run_execute(*, run: TrainingRun) -> ModelVersion | None:
 
 # --- predictions -----------------------------------------------------------------------------
 
-_STAGE_COLUMNS = ("advertiser_id", "scenario_id", *TASKS)
+# The stored predictive distribution: P(no active day in the horizon) and the 80% intervals of
+# the two tasks a campaign's target is set on. NULL where a model has no such output.
+DISTRIBUTION_COLUMNS = (
+    "p_inactive",
+    "expenditure_p10",
+    "expenditure_p90",
+    "clicks_p10",
+    "clicks_p90",
+)
+_VALUE_COLUMNS = (*TASKS, *DISTRIBUTION_COLUMNS)
+_STAGE_COLUMNS = ("advertiser_id", "scenario_id", *_VALUE_COLUMNS)
+_UPDATED = (*_VALUE_COLUMNS, "horizon_days", "created_at")
 
 
 def _store_postgres(
@@ -481,26 +492,30 @@ def _store_postgres(
 ) -> None:
     """COPY the rows into a temporary table, then one INSERT ... ON CONFLICT DO UPDATE."""
     buffer = io.BytesIO()
-    pacsv.write_csv(pa.table(columns), buffer, pacsv.WriteOptions(include_header=False))
+    # from_pandas: NaN becomes null, an empty CSV field, which COPY reads as NULL.
+    arrays = {name: pa.array(columns[name], from_pandas=True) for name in _STAGE_COLUMNS}
+    pacsv.write_csv(pa.table(arrays), buffer, pacsv.WriteOptions(include_header=False))
     table = Prediction._meta.db_table
-    updates = ", ".join(f"{t} = EXCLUDED.{t}" for t in (*TASKS, "horizon_days", "created_at"))
+    updates = ", ".join(f"{t} = EXCLUDED.{t}" for t in _UPDATED)
+    values = ", ".join(_VALUE_COLUMNS)
     with connection.cursor() as cursor:
         cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS predictor_prediction_stage (advertiser_id bigint,"
-            f" scenario_id bigint, {', '.join(f'{t} float8' for t in TASKS)})"
+            "CREATE TEMP TABLE IF NOT EXISTS predictor_prediction_stage_v2 (advertiser_id bigint,"
+            f" scenario_id bigint, {', '.join(f'{t} float8' for t in _VALUE_COLUMNS)})"
             " ON COMMIT DELETE ROWS"
         )
         # Emptied at every commit; also here, for a caller's outer transaction spanning calls.
-        cursor.execute("TRUNCATE predictor_prediction_stage")
+        cursor.execute("TRUNCATE predictor_prediction_stage_v2")
         with cursor.cursor.copy(
-            f"COPY predictor_prediction_stage ({', '.join(_STAGE_COLUMNS)}) FROM STDIN (FORMAT csv)"
+            f"COPY predictor_prediction_stage_v2 ({', '.join(_STAGE_COLUMNS)})"
+            " FROM STDIN (FORMAT csv)"
         ) as copy:
             copy.write(buffer.getvalue())
         cursor.execute(
             f"INSERT INTO {table} (model_version_id, advertiser_id, scenario_id, as_of,"
-            f" horizon_days, {', '.join(TASKS)}, created_at)"
-            f" SELECT %s, advertiser_id, scenario_id, %s, %s, {', '.join(TASKS)}, now()"
-            " FROM predictor_prediction_stage"
+            f" horizon_days, {values}, created_at)"
+            f" SELECT %s, advertiser_id, scenario_id, %s, %s, {values}, now()"
+            " FROM predictor_prediction_stage_v2"
             " ON CONFLICT (model_version_id, advertiser_id, scenario_id, as_of)"
             f" DO UPDATE SET {updates}",
             [version_id, as_of, horizon],
@@ -511,27 +526,20 @@ def _store_generic(
     version_id: int, as_of: date, horizon: int, columns: dict[str, np.ndarray]
 ) -> None:
     table = connection.ops.quote_name(Prediction._meta.db_table)
-    names = (
-        "model_version_id",
-        "advertiser_id",
-        "scenario_id",
-        "as_of",
-        "horizon_days",
-        *TASKS,
-        "created_at",
-    )
-    updates = ", ".join(f"{t} = excluded.{t}" for t in (*TASKS, "horizon_days", "created_at"))
+    names = ("model_version_id", "as_of", "horizon_days", *_STAGE_COLUMNS, "created_at")
+    updates = ", ".join(f"{t} = excluded.{t}" for t in _UPDATED)
     n = len(columns["advertiser_id"])
-    constants = [[version_id] * n, None, None, [as_of] * n, [horizon] * n]
-    data = [columns[c].tolist() for c in _STAGE_COLUMNS]
+    # object arrays so that NaN can become None (NULL) column by column
+    data = [np.asarray(columns[c], dtype=object) for c in _STAGE_COLUMNS]
+    for column in data[2:]:
+        column[np.isnan(column.astype(np.float64))] = None
+    now = timezone.now()
     rows = zip(
-        constants[0],
-        data[0],
-        data[1],
-        constants[3],
-        constants[4],
-        *data[2:],
-        [timezone.now()] * n,
+        [version_id] * n,
+        [as_of] * n,
+        [horizon] * n,
+        *(c.tolist() for c in data),
+        [now] * n,
         strict=True,
     )
     with connection.cursor() as cursor:
@@ -543,6 +551,42 @@ def _store_generic(
         )
 
 
+def _first_bad(bad: np.ndarray, advertiser_pks: np.ndarray, scenario_pks: np.ndarray) -> str:
+    i = int(np.argmax(bad))
+    return f"first: advertiser pk {advertiser_pks[i]}, scenario pk {scenario_pks[i]}"
+
+
+def _check_distribution(
+    distribution: dict[str, np.ndarray], n: int, where: Callable[[np.ndarray], str]
+) -> dict[str, np.ndarray]:
+    """Each column [N] float, NaN for unknown; P in [0, 1]; 0 <= p10 <= p90."""
+    unknown = set(distribution) - set(DISTRIBUTION_COLUMNS)
+    if unknown:
+        raise PredictionError(f"unknown distribution columns {sorted(unknown)}.")
+    out = {}
+    for name in DISTRIBUTION_COLUMNS:
+        column = np.asarray(distribution.get(name, np.full(n, np.nan)), dtype=np.float64)
+        if column.shape != (n,):
+            raise PredictionError(f"{name} has shape {column.shape}, expected ({n},).")
+        out[name] = column
+    p = out["p_inactive"]
+    checks = {
+        "p_inactive outside [0, 1]": (p < 0) | (p > 1) | np.isinf(p),
+        **{
+            f"{task} interval not 0 <= p10 <= p90": (lo < 0)
+            | (lo > hi)
+            | np.isinf(hi)
+            | (np.isnan(lo) != np.isnan(hi))
+            for task in ("expenditure", "clicks")
+            for lo, hi in [(out[f"{task}_p10"], out[f"{task}_p90"])]
+        },
+    }
+    for what, bad in checks.items():
+        if bad.any():
+            raise PredictionError(f"{int(bad.sum())} predictions with {what} ({where(bad)}).")
+    return out
+
+
 def predictions_store(
     *,
     model_version: ModelVersion,
@@ -550,32 +594,55 @@ def predictions_store(
     advertiser_pks: np.ndarray,
     scenario_pks: np.ndarray,
     values: np.ndarray,
+    distribution: dict[str, np.ndarray] | None = None,
     horizon_days: int = 7,
 ) -> int:
-    """Upsert one prediction per (advertiser, scenario) at `as_of`; values [N, 5], TASKS order."""
-    if values.shape != (len(advertiser_pks), len(TASKS)):
-        raise PredictionError(
-            f"values have shape {values.shape}, expected ({len(advertiser_pks)}, {len(TASKS)})."
-        )
+    """Upsert one prediction per (advertiser, scenario) at `as_of`; values [N, 5], TASKS order.
+
+    `distribution` maps some of DISTRIBUTION_COLUMNS to [N] arrays (NaN: unknown, stored NULL).
+    Nothing is stored unless every row passes the checks.
+    """
+    n = len(advertiser_pks)
+    if values.shape != (n, len(TASKS)):
+        raise PredictionError(f"values have shape {values.shape}, expected ({n}, {len(TASKS)}).")
+
+    def where(bad: np.ndarray) -> str:
+        return _first_bad(bad, advertiser_pks, scenario_pks)
+
     bad = ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1)
     if bad.any():
         i = int(np.argmax(bad))
         raise PredictionError(
             f"model version {model_version.pk} produced {int(bad.sum())} non-finite or negative"
-            f" predictions at {as_of} (first: advertiser pk {advertiser_pks[i]}, scenario pk"
-            f" {scenario_pks[i]}: {values[i].tolist()}); nothing was stored. Retrain the model."
+            f" predictions at {as_of} ({where(bad)}: {values[i].tolist()}); nothing was stored."
+            " Retrain the model."
         )
-    if len(advertiser_pks) == 0:
+    checked = _check_distribution(distribution or {}, n, where)
+    if n == 0:
         return 0
     columns = {
         "advertiser_id": advertiser_pks.astype(np.int64),
         "scenario_id": scenario_pks.astype(np.int64),
     }
-    columns |= {t: values[:, i].astype(np.float64) for i, t in enumerate(TASKS)}
+    columns |= {t: values[:, i].astype(np.float64) for i, t in enumerate(TASKS)} | checked
     store = _store_postgres if connection.vendor == "postgresql" else _store_generic
     with transaction.atomic():
         store(model_version.pk, as_of, horizon_days, columns)
-    return len(advertiser_pks)
+    return n
+
+
+def prediction_columns(predicted: training.Predicted, spec: FeatureSpec) -> tuple[np.ndarray, dict]:
+    """A model's outputs in the units of the data: task means [N, 5] and DISTRIBUTION_COLUMNS."""
+    scales = np.asarray(spec.target_scales, dtype=np.float64)  # [M]
+    values = predicted.rates.astype(np.float64) * scales
+    quantiles = predicted.quantiles.astype(np.float64) * scales[None, :, None]  # [N, M, 3]
+    distribution = {"p_inactive": predicted.p_inactive.astype(np.float64)}
+    for task in ("expenditure", "clicks"):
+        j = TASKS.index(task)
+        # Sorted: quantile heads trained one by one may cross; the interval is [min, max].
+        lo, hi = np.sort(quantiles[:, j, [0, 2]], axis=1).T
+        distribution |= {f"{task}_p10": np.maximum(lo, 0.0), f"{task}_p90": np.maximum(hi, 0.0)}
+    return values, distribution
 
 
 def predictions_predict(
@@ -598,14 +665,17 @@ def predictions_predict(
     )
     if len(samples) == 0:
         return 0
-    rates = training.predict_rates(loaded.model, samples.tensors(loaded.spec), device=loaded.device)
-    values = rates.astype(np.float64) * np.asarray(loaded.spec.target_scales)
+    predicted = training.predict_outputs(
+        loaded.model, samples.tensors(loaded.spec), device=loaded.device
+    )
+    values, distribution = prediction_columns(predicted, loaded.spec)
     return predictions_store(
         model_version=model_version,
         as_of=as_of,
         advertiser_pks=samples.advertiser_pks,
         scenario_pks=samples.scenario_pks,
         values=values,
+        distribution=distribution,
         horizon_days=loaded.spec.horizon_days,
     )
 

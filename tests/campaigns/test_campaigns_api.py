@@ -23,6 +23,7 @@ from campaigns.models import (
     TaskTransition,
 )
 from campaigns.services import api_key_create, api_key_revoke, campaign_produce, messages_lease
+from predictor.models import Prediction
 
 from .conftest import AS_OF
 
@@ -351,11 +352,21 @@ def test_it_answers_404_for_an_unknown_advertiser(produced, keys, client_for) ->
 
 
 def test_it_returns_the_latest_predictions(world, keys, client_for) -> None:
+    Prediction.objects.filter(advertiser__advertiser_id="A002", scenario=world.search).update(
+        p_inactive=0.125, expenditure_p10=20.0, expenditure_p90=380.0
+    )
     body = client_for(keys.ops).get("/api/v1/advertisers/A002/predictions").json()
     rows = {row["scenario"]: row for row in body["predictions"]}
     assert set(rows) == {"search", "display"}
     assert (rows["search"]["expenditure"], rows["search"]["model_kind"]) == (200.0, "m2m")
     assert rows["search"]["as_of"] == AS_OF.isoformat()
+    search, display = rows["search"], rows["display"]
+    assert (search["p_inactive"], search["expenditure_p10"], search["expenditure_p90"]) == (
+        0.125,
+        20.0,
+        380.0,
+    )
+    assert (display["p_inactive"], display["clicks_p90"]) == (None, None)
 
 
 def test_predictions_reject_an_unknown_kind(world, keys, client_for) -> None:

@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from django.core.management import call_command
+from django.db import connection, transaction
 from django.db.models import Max, Sum
 
 from advertisers.ingestion import ingest_files
 from advertisers.models import Advertiser, DailyStat, Scenario
 from advertisers.simulator import simulate
-from predictor import features, selectors, services, tasks
-from predictor.models import ModelVersion, Prediction, PredictionRun
+from predictor import features, selectors, services, tasks, training
+from predictor.models import TASKS, ModelVersion, Prediction, PredictionRun
 from predictor.services import PredictionError, TrainOptions
 
 TINY = TrainOptions(
@@ -186,3 +187,101 @@ def test_the_predict_command_scores_with_the_active_version(version: ModelVersio
     call_command("predict", "--kind", "m2m", "--chunk-size", "10", "--device", "cpu")
     assert "succeeded" in capsys.readouterr().out
     assert Prediction.objects.filter(model_version=version, as_of=_last_day()).exists()
+
+
+_DISTRIBUTION = ("p_inactive", "expenditure_p10", "expenditure_p90", "clicks_p10", "clicks_p90")
+
+
+def test_it_stores_the_loaded_models_probabilities_and_intervals(version: ModelVersion):
+    """What the registry stores is what the in-memory model predicts, in the data's units."""
+    as_of = _last_day()
+    services.predictions_predict(model_version=version, as_of=as_of)
+    loaded = services.model_version_load(version=version)
+    samples = features.samples_at(spec=loaded.spec, as_of=as_of)
+    predicted = training.predict_outputs(loaded.model, samples.tensors(loaded.spec))
+    scales = np.asarray(loaded.spec.target_scales)
+    order = {
+        (a, s): i
+        for i, (a, s) in enumerate(zip(samples.advertiser_pks, samples.scenario_pks, strict=True))
+    }
+    rows = list(Prediction.objects.values_list("advertiser_id", "scenario_id", *_DISTRIBUTION))
+    index = np.array([order[(a, s)] for a, s, *_ in rows])
+    stored = np.array([r[2:] for r in rows], dtype=np.float64)  # [N, 5]
+
+    np.testing.assert_allclose(stored[:, 0], predicted.p_inactive[index], rtol=1e-5)
+    assert ((stored[:, 0] > 0) & (stored[:, 0] < 1)).all()
+    for k, task in enumerate(("expenditure", "clicks")):
+        j = TASKS.index(task)
+        q = predicted.quantiles[index, j] * scales[j]  # [N, 3]
+        lo, hi = stored[:, 1 + 2 * k], stored[:, 2 + 2 * k]
+        np.testing.assert_allclose(lo, np.maximum(np.minimum(q[:, 0], q[:, 2]), 0), rtol=1e-5)
+        np.testing.assert_allclose(hi, np.maximum(np.maximum(q[:, 0], q[:, 2]), 0), rtol=1e-5)
+        assert (lo <= hi).all()
+
+
+def _distribution_rows(version: ModelVersion, store) -> list[tuple]:
+    pks = np.array(list(Advertiser.objects.order_by("pk").values_list("pk", flat=True)[:3]))
+    scenario = Scenario.objects.first().pk
+    columns = {
+        "advertiser_id": pks,
+        "scenario_id": np.full(3, scenario),
+        **{t: np.full(3, 2.0) for t in TASKS},
+        "p_inactive": np.array([0.25, np.nan, 1.0]),
+        "expenditure_p10": np.array([1.0, np.nan, 0.0]),
+        "expenditure_p90": np.array([3.0, np.nan, 0.0]),
+        "clicks_p10": np.array([0.0, 2.0, np.nan]),
+        "clicks_p90": np.array([5.0, 4.0, np.nan]),
+    }
+    with transaction.atomic():
+        store(version.pk, _last_day(), 7, columns)
+    rows = list(Prediction.objects.order_by("advertiser_id").values_list(*_DISTRIBUTION))
+    Prediction.objects.all().delete()
+    return rows
+
+
+@pytest.mark.parametrize("path", ["_store_postgres", "_store_generic"])
+def test_it_stores_unknown_distribution_values_as_null(version: ModelVersion, path: str):
+    if path == "_store_postgres" and connection.vendor != "postgresql":
+        pytest.skip("the COPY path needs PostgreSQL")
+    assert _distribution_rows(version, getattr(services, path)) == [
+        (0.25, 1.0, 3.0, 0.0, 5.0),
+        (None, None, None, 2.0, 4.0),
+        (1.0, 0.0, 0.0, None, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("p_inactive", 1.5, "p_inactive outside"),
+        ("expenditure_p10", 9.0, "expenditure interval"),
+        ("clicks_p90", np.inf, "clicks interval"),
+    ],
+)
+def test_it_refuses_an_impossible_distribution_and_stores_nothing(
+    version: ModelVersion, column: str, value: float, message: str
+):
+    pks = np.array(list(Advertiser.objects.values_list("pk", flat=True)[:2]))
+    scenario = Scenario.objects.first().pk
+    distribution = {c: np.full(2, 0.5) for c in _DISTRIBUTION} | {"expenditure_p90": np.ones(2)}
+    distribution[column] = np.array([0.5, value])
+    with pytest.raises(PredictionError, match=message):
+        services.predictions_store(
+            model_version=version,
+            as_of=_last_day(),
+            advertiser_pks=pks,
+            scenario_pks=np.array([scenario, scenario]),
+            values=np.ones((2, 5)),
+            distribution=distribution,
+        )
+    assert not Prediction.objects.exists()
+
+
+def test_the_admin_lists_predictions_with_probability_and_intervals(
+    version: ModelVersion, admin_client
+):
+    services.predictions_predict(model_version=version, as_of=_last_day())
+    row = Prediction.objects.order_by("-p_inactive").first()
+    page = admin_client.get("/admin/predictor/prediction/", {"o": "-5"}).content.decode()
+    assert f"{row.p_inactive:.1%}" in page
+    assert f"[{row.expenditure_p10:,.1f}, {row.expenditure_p90:,.1f}]" in page
