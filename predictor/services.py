@@ -635,13 +635,11 @@ def prediction_columns(predicted: training.Predicted, spec: FeatureSpec) -> tupl
     """A model's outputs in the units of the data: task means [N, 5] and DISTRIBUTION_COLUMNS."""
     scales = np.asarray(spec.target_scales, dtype=np.float64)  # [M]
     values = predicted.rates.astype(np.float64) * scales
-    quantiles = predicted.quantiles.astype(np.float64) * scales[None, :, None]  # [N, M, 3]
+    low, high = training.interval_bounds(predicted.quantiles, scales, TASKS)  # [N, M] each
     distribution = {"p_inactive": predicted.p_inactive.astype(np.float64)}
     for task in ("expenditure", "clicks"):
         j = TASKS.index(task)
-        # Sorted: quantile heads trained one by one may cross; the interval is [min, max].
-        lo, hi = np.sort(quantiles[:, j, [0, 2]], axis=1).T
-        distribution |= {f"{task}_p10": np.maximum(lo, 0.0), f"{task}_p90": np.maximum(hi, 0.0)}
+        distribution |= {f"{task}_p10": low[:, j], f"{task}_p90": high[:, j]}
     return values, distribution
 
 

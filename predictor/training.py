@@ -51,7 +51,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -362,6 +362,24 @@ class Predicted:
     rates: np.ndarray  # [N, M] float32 Poisson means (eq. 20)
     quantiles: np.ndarray  # [N, M, 3] float32 10th, 50th, 90th percentiles
     p_inactive: np.ndarray  # [N] float32 P(no active day in the horizon); NaN without the task
+
+
+# Money tasks; the others count events, so their interval ends are whole counts.
+CONTINUOUS_TASKS = ("expenditure", "gmv")
+
+
+def interval_bounds(
+    quantiles: np.ndarray, scales: Sequence[float], tasks: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The 80% interval, low and high [N, M], in the data's units, from normalised quantiles
+    [N, M, 3]. A count's 10th and 90th percentiles are whole numbers: the pinball loss learns
+    them to within its step (1.006 for 1), so a count's ends are rounded, else a count equal to
+    the 10th percentile would fall outside. Ends are sorted and non-negative."""
+    raw = quantiles[..., [0, 2]].astype(np.float64) * np.asarray(scales, np.float64)[:, None]
+    low, high = np.maximum(np.sort(raw, axis=-1), 0.0).transpose(2, 0, 1)  # [N, M] each
+    counts = np.array([t not in CONTINUOUS_TASKS for t in tasks])
+    low[:, counts], high[:, counts] = np.round(low[:, counts]), np.round(high[:, counts])
+    return low, high
 
 
 def predict_rates(
