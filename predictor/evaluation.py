@@ -9,6 +9,12 @@ the best baseline of every column, (best baseline - M2M) / best baseline, as the
 so a minor scenario counts as much as a major one). Nothing is written to the model registry:
 evaluation models live in memory only.
 
+Beside the networks it scores the references of `predictor.reference` (zero, last 7 days
+repeated, LightGBM on the same samples), and for every model the figures decisions rest on
+(`predictor.decision_report`): P(inactive) as a probability, the 80% intervals' coverage and
+width, and the median against the mean. `predictions_dir` receives every model x seed's test
+predictions as .npz, so anyone can recompute every figure.
+
 On a simulated world, `oracle_world` (the world.npz of the `simulate` run whose files were
 ingested) adds the error floor of `predictor.oracle`: two rows scored from the latent state
 (mean and median of the simulated futures) and, per column, the headroom (best baseline -
@@ -28,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from predictor import oracle, training
+from predictor import decision_metrics, decision_report, features, oracle, reference, training
 from predictor.metrics import metric_table
 from predictor.models import TASKS
 from predictor.networks import MODEL_KINDS
@@ -54,6 +60,9 @@ LABELS = {
     "m2m_no_tower": "M2M w/o MT",
     "m2m_no_attention": "M2M w/o MA",
     "m2m_no_transformer": "M2M w/o TL",
+    "zero": "Zero",
+    "last_7_days": "Last 7 days repeated",
+    "lightgbm": "LightGBM",
     "oracle_mean": "Oracle: mean of futures",
     "oracle_median": "Oracle: median of futures",
 }
@@ -174,12 +183,15 @@ def evaluate(
     oracle_world: str | Path | None = None,
     oracle_replicas: int = oracle.DEFAULT_REPLICAS,
     jobs: int = 1,
+    references: tuple[str, ...] = reference.REFERENCES,
+    predictions_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train and score every model x seed on one split; return the report (JSON-serialisable).
 
     `options` sets the data window, epochs, batch size, device, ... for every run;
     `oracle_world` adds the simulated world's error floor (module docstring); `jobs` > 1 runs
-    that many model x seed fits at once in worker processes (`_fits`).
+    that many model x seed fits at once in worker processes (`_fits`); `references` picks
+    rows of `predictor.reference`; `predictions_dir` gets the test predictions (`_save`).
     """
     options = options or TrainOptions()
     names = list(models) + (list(ABLATIONS) if ablations else [])
@@ -190,6 +202,9 @@ def evaluate(
         raise ValueError(f"seeds={seeds} must be at least 1.")
     if jobs < 1:
         raise ValueError(f"jobs={jobs} must be at least 1.")
+    wrong = [r for r in references if r not in reference.REFERENCES]
+    if wrong:
+        raise ValueError(f"unknown reference(s) {wrong}; choose from {reference.REFERENCES}.")
     say = on_progress or (lambda message: None)
     world = oracle.world_load(oracle_world) if oracle_world is not None else None
     data = options.dataset()
@@ -198,24 +213,43 @@ def evaluate(
     train, valid, test = (s.tensors(data.spec) for s in (data.train, data.valid, data.test))
     scales = np.asarray(data.spec.target_scales, dtype=np.float32)
     test_codes = data.scenario_labels(data.test.scenario_pks)
-    runs = [(name, seed) for name in names for seed in range(options.seed, options.seed + seeds)]
+    seed_range = range(options.seed, options.seed + seeds)
+    runs = [(name, seed) for name in names for seed in seed_range]
     scored: dict[tuple[str, int], dict[str, Any]] = {}
     tensors = (train, valid, test)
-    fits = _fits(runs, options, input_spec.to_dict(), tensors, data.valid.scenario_pks, jobs)
-    for (name, seed), run in fits:
+
+    def score(name: str, seed: int, run: training.ScoredRun) -> None:
         metrics = metrics_compute(
             predicted=run.rates * scales, actual=data.test.targets, scenarios=test_codes
         )
         metrics["best_epoch"] = run.best_epoch
+        metrics["decisions"] = decision_report.run_decisions(
+            run, data.test.targets, scales.astype(np.float64), test_codes
+        )
         scored[name, seed] = metrics
+        if predictions_dir is not None:
+            _save(Path(predictions_dir) / f"{name}-seed{seed}.npz", data, run, scales)
         say(
             f"{name} seed {seed}: overall NMAE {fmt(metrics[OVERALL]['nmae'])},"
             f" SMAPE {fmt(metrics[OVERALL]['smape'])}"
         )
+
+    fits = _fits(runs, options, input_spec.to_dict(), tensors, data.valid.scenario_pks, jobs)
+    for (name, seed), run in fits:
+        score(name, seed, run)
+    for (name, seed), run in _reference_runs(data, references, seed_range, say):
+        runs.append((name, seed))
+        score(name, seed, run)
     results: dict[str, Any] = {}
-    for name in names:
+    for name in [*names, *references]:
         by_seed = [scored[n, seed] for n, seed in runs if n == name]
-        results[name] = {"runs": by_seed, "summary": _summarise(by_seed)}
+        decisions = [r.pop("decisions") for r in by_seed]
+        results[name] = {
+            "runs": by_seed,
+            "summary": _summarise(by_seed),
+            "decisions": decisions,
+            "decisions_summary": decision_report.summarise(decisions),
+        }
     if world is not None:
         floor = oracle.oracle_predict(
             world, data.test, horizon_days=data.spec.horizon_days, replicas=oracle_replicas
@@ -241,6 +275,53 @@ def evaluate(
         "improvement": _improvement(results),
         "headroom": _headroom(results),
     }
+
+
+def _reference_runs(
+    data: features.Dataset,
+    names: tuple[str, ...],
+    seeds: range,
+    say: Callable[[str], None],
+) -> Iterator[tuple[tuple[str, int], training.ScoredRun]]:
+    """The reference rows: zero and last week are the same every seed, LightGBM is refitted."""
+    if not names:
+        return
+    flat = {}
+    if {"last_7_days", "lightgbm"} & set(names):
+        cube = reference.dataset_cube(data)
+        flat = {
+            p: reference.flat_features(cube, getattr(data, p)) for p in ("train", "valid", "test")
+        }
+        del cube
+    for seed in seeds:
+        if "zero" in names:
+            yield ("zero", seed), reference.zero_run(data)
+        if "last_7_days" in names:
+            yield ("last_7_days", seed), reference.last_week_run(data, flat["train"], flat["test"])
+        if "lightgbm" in names:
+            run, rounds = reference.lightgbm_run(data, flat, seed)
+            say(f"lightgbm seed {seed}: best rounds {rounds}")
+            yield ("lightgbm", seed), run
+
+
+def _save(path: Path, data: features.Dataset, run: training.ScoredRun, scales: np.ndarray) -> None:
+    """One model x seed's test predictions in the data's units, with the samples' keys."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    low, high = training.interval_bounds(run.quantiles, scales, TASKS)
+    np.savez_compressed(
+        path,
+        advertiser_pk=data.test.advertiser_pks,
+        scenario_pk=data.test.scenario_pks,
+        scenario=data.scenario_labels(data.test.scenario_pks),
+        as_of=data.test.as_of.astype("datetime64[D]").astype(str),
+        tasks=np.array(TASKS),
+        actual=data.test.targets,
+        mean=run.rates.astype(np.float64) * scales,
+        median=run.quantiles[..., 1].astype(np.float64) * scales,
+        p10=low,
+        p90=high,
+        p_inactive=run.p_inactive,
+    )
 
 
 def _fits(
@@ -363,14 +444,22 @@ def report_markdown(report: dict[str, Any]) -> str:
             " of any model's error. Headroom: (best baseline - best oracle row) / best baseline,"
             " the most any model could gain on the best baseline.",
         ]
+    decisions = decision_report.markdown(results, scenarios, LABELS)
+    if decisions:
+        lines += ["", decisions]
     return "\n".join(lines) + "\n"
 
 
 def report_write(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write results.md and results.json into `out_dir` (created if missing)."""
+    """Write results.md, results.json and reliability.png into `out_dir` (created if missing)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, js = out / "results.md", out / "results.json"
     md.write_text(report_markdown(report))
+    curves = decision_report.reliability_curves(report["results"], LABELS)
+    if curves:
+        decision_metrics.reliability_png(
+            curves, out / "reliability.png", "P(inactive), test split, pooled (first seed)"
+        )
     js.write_text(json.dumps(report, indent=2, default=str, allow_nan=False))
     return md, js

@@ -11,6 +11,8 @@ from django.db.models import Q
 from advertisers.models import Advertiser, Scenario
 
 TASKS = ("clicks", "expenditure", "active_days", "impressions", "gmv")
+# The tasks whose 80% interval is stored with each prediction (task targets are set on them).
+INTERVAL_TASKS = ("expenditure", "clicks")
 
 
 class ModelKind(models.TextChoices):

@@ -39,6 +39,7 @@ from predictor import features, training
 from predictor.features import FeatureSpec
 from predictor.metrics import metric_table
 from predictor.models import (
+    INTERVAL_TASKS,
     TASKS,
     ModelKind,
     ModelVersion,
@@ -637,7 +638,7 @@ def prediction_columns(predicted: training.Predicted, spec: FeatureSpec) -> tupl
     values = predicted.rates.astype(np.float64) * scales
     low, high = training.interval_bounds(predicted.quantiles, scales, TASKS)  # [N, M] each
     distribution = {"p_inactive": predicted.p_inactive.astype(np.float64)}
-    for task in ("expenditure", "clicks"):
+    for task in INTERVAL_TASKS:
         j = TASKS.index(task)
         distribution |= {f"{task}_p10": low[:, j], f"{task}_p90": high[:, j]}
     return values, distribution

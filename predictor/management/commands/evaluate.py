@@ -4,7 +4,10 @@ Trains every model for every seed on one time split and writes results.md and re
 (Table 4 layout: NMAE and SMAPE per scenario x task and overall, mean ± std over seeds, and
 M2M's relative improvement over the best baseline). Nothing is added to the model registry.
 On a simulated world, `--oracle-world DIR/world.npz` adds the error floor any model faces
-(`predictor.oracle`) and the headroom over the best baseline.
+(`predictor.oracle`) and the headroom over the best baseline. The reference rows (zero, last 7
+days repeated, LightGBM; `--references`) and the decision tables (P(inactive), 80% intervals,
+median) come with every run; reliability.png is the reliability diagram of P(inactive), and
+DIR/predictions/<model>-seed<k>.npz every model's test predictions with their sample keys.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from predictor import evaluation, oracle
+from predictor import evaluation, oracle, reference
 from predictor.features import FeatureError
 from predictor.management.commands.train import add_training_arguments, train_options
 from predictor.networks import MODEL_KINDS
@@ -32,7 +35,10 @@ class Command(BaseCommand):
             "--ablations", action="store_true", help="add M2M w/o tower, attention, transformer"
         )
         parser.add_argument(
-            "--out", type=Path, required=True, help="folder for results.md and results.json"
+            "--out",
+            type=Path,
+            required=True,
+            help="folder for results.md, results.json, reliability.png and predictions/",
         )
         parser.add_argument(
             "--oracle-world",
@@ -53,6 +59,11 @@ class Command(BaseCommand):
             help="model x seed fits to run at once, each in its own process (on a GPU, several"
             " side by side finish sooner; on a CPU each gets its share of the cores)",
         )
+        parser.add_argument(
+            "--references",
+            default=",".join(reference.REFERENCES),
+            help="comma-separated reference rows (zero, last_7_days, lightgbm); '' for none",
+        )
         add_training_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -67,6 +78,8 @@ class Command(BaseCommand):
                 oracle_world=options["oracle_world"],
                 oracle_replicas=options["oracle_replicas"],
                 jobs=options["jobs"],
+                references=tuple(r.strip() for r in options["references"].split(",") if r.strip()),
+                predictions_dir=Path(options["out"]) / "predictions",
             )
         except (FeatureError, ValueError, RuntimeError) as exc:
             raise CommandError(str(exc)) from exc
