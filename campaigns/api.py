@@ -740,6 +740,19 @@ class PredictionOutputSerializer(serializers.Serializer):
     clicks_p90 = serializers.FloatField(allow_null=True, help_text="80% interval, high end.")
 
 
+class InactivityOutputSerializer(serializers.Serializer):
+    model_version = serializers.IntegerField()
+    model_kind = serializers.ChoiceField(choices=ModelKind.choices)
+    as_of = serializers.DateField()
+    scenarios = serializers.IntegerField(help_text="Scenarios the product is over.")
+    p_inactive_all = serializers.FloatField(
+        allow_null=True,
+        help_text="P(no active day in any scenario over the horizon): the product of the"
+        " scenarios' P(inactive), taken as independent given the forecast; null when a"
+        " scenario has none.",
+    )
+
+
 class AdvertiserPredictionsApi(ApiBase):
     """The advertiser's latest predictions of each model in use (one row per scenario)."""
 
@@ -751,6 +764,7 @@ class AdvertiserPredictionsApi(ApiBase):
     class PredictionsOutputSerializer(serializers.Serializer):
         advertiser_id = serializers.CharField()
         predictions = PredictionOutputSerializer(many=True)
+        inactivity = InactivityOutputSerializer(many=True)
 
     @extend_schema(
         operation_id="advertiser_predictions_list",
@@ -769,5 +783,9 @@ class AdvertiserPredictionsApi(ApiBase):
         predictions = selectors.advertiser_predictions_latest(
             advertiser=advertiser, kind=query.get("kind")
         )
-        output = {"advertiser_id": advertiser.advertiser_id, "predictions": predictions}
+        output = {
+            "advertiser_id": advertiser.advertiser_id,
+            "predictions": predictions,
+            "inactivity": selectors.inactivity_everywhere(predictions),
+        }
         return Response(self.PredictionsOutputSerializer(output).data)

@@ -410,6 +410,29 @@ def advertiser_predictions_latest(
     return found
 
 
+def inactivity_everywhere(predictions: list[Prediction]) -> list[dict]:
+    """Per model version in `predictions` (one advertiser's rows at one as-of each): P(no active
+    day in any scenario over the horizon), the product of its scenarios' P(inactive), the
+    scenarios taken as independent given the forecast (as targeting does); None when a scenario
+    has no P(inactive)."""
+    by_version: dict[int, list[Prediction]] = {}
+    for prediction in predictions:
+        by_version.setdefault(prediction.model_version_id, []).append(prediction)
+    out = []
+    for version_id, rows in by_version.items():
+        known = [r.p_inactive for r in rows if r.p_inactive is not None]
+        out.append(
+            {
+                "model_version": version_id,
+                "model_kind": rows[0].model_version.kind,
+                "as_of": rows[0].as_of,
+                "scenarios": len(rows),
+                "p_inactive_all": math.prod(known) if len(known) == len(rows) else None,
+            }
+        )
+    return out
+
+
 def _kinds_with_versions() -> list[str]:
     kinds = ModelVersion.objects.filter(
         Q(status=ModelVersion.Status.ACTIVE) | Q(status=ModelVersion.Status.READY)

@@ -367,6 +367,20 @@ def test_it_returns_the_latest_predictions(world, keys, client_for) -> None:
         380.0,
     )
     assert (display["p_inactive"], display["clicks_p90"]) == (None, None)
+    assert body["inactivity"] == [
+        {
+            "model_version": world.version.pk,
+            "model_kind": "m2m",
+            "as_of": AS_OF.isoformat(),
+            "scenarios": 2,
+            "p_inactive_all": None,  # display has no P(inactive)
+        }
+    ]
+    Prediction.objects.filter(advertiser__advertiser_id="A002", scenario=world.display).update(
+        p_inactive=0.5
+    )
+    body = client_for(keys.ops).get("/api/v1/advertisers/A002/predictions").json()
+    assert body["inactivity"][0]["p_inactive_all"] == 0.0625
 
 
 def test_predictions_reject_an_unknown_kind(world, keys, client_for) -> None:
