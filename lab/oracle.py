@@ -20,26 +20,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from advertisers.simulator import Incentive, World
+from advertisers.simulator import IncentiveBatch, Incentives, World
 
 # Gauss-Hermite nodes (probabilists') for E over the response noise eps ~ N(0, 1).
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(9)
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 
 
-def oracle_gains(world: World, incentives: list[Incentive]) -> tuple[np.ndarray, np.ndarray]:
+def oracle_gains(world: World, incentives: Incentives) -> tuple[np.ndarray, np.ndarray]:
     """(gain_active [n], gain_revenue [n]) of each offer on its own, from the world's state."""
-    if not incentives:
+    if not len(incentives):
         return np.zeros(0), np.zeros(0)
-    take_up = np.zeros(len(incentives))
-    for node, weight in zip(_NODES, _WEIGHTS, strict=True):
-        take_up += weight * world.response_probability(incentives, noise=float(node))
-    ai = world.advertiser_index([i.advertiser_id for i in incentives], what="oracle offers")
-    window = max(i.valid_days for i in incentives)
+    batch = incentives if isinstance(incentives, IncentiveBatch) else IncentiveBatch.of(incentives)
+    take_up = _WEIGHTS @ world.response_probability(batch, noise=_NODES)  # [9] @ [9, n]
+    ai = world.advertiser_index(batch.advertiser_id, what="oracle offers")
+    window = int(batch.valid_days.max())
     p_active = 1.0 - np.prod(1.0 - world.active_probability(days=window), axis=1)  # [A]
     gain_active = take_up * (1.0 - p_active[ai])
-    extra_spend = world.response_extra_spend(incentives)
-    reward = np.array([i.reward for i in incentives], dtype=np.float64)
+    extra_spend = world.response_extra_spend(batch)
+    reward = batch.reward.astype(np.float64)
     gain_revenue = take_up * (extra_spend - reward)
     return gain_active, gain_revenue
 
@@ -52,17 +51,13 @@ class OracleScorer:
 
     def __call__(self, candidates, offers) -> tuple[np.ndarray, np.ndarray]:
         n, k = offers.target.shape
-        incentives = [
-            Incentive(
-                advertiser_id=candidates.advertiser_id[i],
-                scenario=offers.scenario[j],
-                kind=offers.kind[j],
-                target=float(offers.target[i, j]),
-                reward=float(offers.reward[i, j]),
-                valid_days=int(offers.valid_days[j]),
-            )
-            for i in range(n)
-            for j in range(k)
-        ]
-        gain_active, gain_revenue = oracle_gains(self.world, incentives)
+        batch = IncentiveBatch(  # row i * k + j: candidate i, offer j
+            advertiser_id=np.repeat(np.asarray(candidates.advertiser_id, dtype=str), k),
+            scenario=np.tile(np.array([s or "" for s in offers.scenario], dtype=str), n),
+            kind=np.tile(np.asarray(offers.kind, dtype=str), n),
+            target=np.asarray(offers.target, dtype=np.float64).ravel(),
+            reward=np.asarray(offers.reward, dtype=np.float64).ravel(),
+            valid_days=np.tile(np.asarray(offers.valid_days, dtype=np.int64), n),
+        )
+        gain_active, gain_revenue = oracle_gains(self.world, batch)
         return gain_active.reshape(n, k), gain_revenue.reshape(n, k)

@@ -276,6 +276,37 @@ class Incentive:
 
 
 @dataclass(frozen=True)
+class IncentiveBatch:
+    """Many incentives as columns, one entry per task: what the world computes on. Callers with
+    arrays at hand (the oracle scores N candidates x K offers) build it without a Python object
+    per task; `of` converts a list of `Incentive`. scenario "" means "any scenario"."""
+
+    advertiser_id: np.ndarray  # [n] str
+    scenario: np.ndarray  # [n] str
+    kind: np.ndarray  # [n] str
+    target: np.ndarray  # [n] float
+    reward: np.ndarray  # [n] float
+    valid_days: np.ndarray  # [n] int
+
+    @classmethod
+    def of(cls, incentives: Sequence[Incentive]) -> IncentiveBatch:
+        return cls(
+            advertiser_id=np.array([i.advertiser_id for i in incentives], dtype=str),
+            scenario=np.array([i.scenario or "" for i in incentives], dtype=str),
+            kind=np.array([i.kind for i in incentives], dtype=str),
+            target=np.array([i.target for i in incentives], dtype=np.float64),
+            reward=np.array([i.reward for i in incentives], dtype=np.float64),
+            valid_days=np.array([i.valid_days for i in incentives], dtype=np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+Incentives = Sequence[Incentive] | IncentiveBatch
+
+
+@dataclass(frozen=True)
 class AdvanceResult:
     """What `World.advance` produced: the new daily_stats rows and who responded to a task."""
 
@@ -528,7 +559,7 @@ class World:
         self,
         *,
         days: int,
-        incentives: Sequence[Incentive] | None = None,
+        incentives: Incentives | None = None,
         out_path: str | Path | None = None,
     ) -> AdvanceResult:
         """Continue the process for `days` more days, applying the incentive response from the
@@ -536,7 +567,9 @@ class World:
         if not isinstance(days, int) or days < 1:
             raise SimulationError(f"advance: days must be a positive integer, got {days!r}.")
         first = self.next_day
-        responded, probability = self._apply_incentives(list(incentives or []), first)
+        responded, probability = self._apply_incentives(
+            [] if incentives is None else incentives, first
+        )
         table = self._run(first, first + days)
         path = None
         if out_path is not None:
@@ -800,10 +833,10 @@ class World:
 
     # ---------------------------------------------------------------- incentives
     def _apply_incentives(
-        self, incentives: list[Incentive], first: int
+        self, incentives: Incentives, first: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Draw who responds to each task and put the responders' lifts in force."""
-        if not incentives:
+        if not len(incentives):
             return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.float64)
         tasks = self._parse_tasks(incentives, first)
         lat = self.latent
@@ -819,21 +852,25 @@ class World:
         return responded, probability
 
     def response_probability(
-        self, incentives: Sequence[Incentive], *, noise: float | np.ndarray = 0.0
+        self, incentives: Incentives, *, noise: float | np.ndarray = 0.0
     ) -> np.ndarray:
         """The take-up probability of each task if it started on the next day, at a given value
         of the response noise eps (0: its median), without drawing or applying anything: the
-        formula of `advance`, for an oracle that knows the world."""
-        tasks = self._parse_tasks(list(incentives), self.next_day)
-        noise_arr = np.broadcast_to(np.asarray(noise, dtype=np.float64), (tasks.n,))
-        return self._response_probability(tasks, noise_arr, self.next_day)
+        formula of `advance`, for an oracle that knows the world. `noise` [Q] (or a scalar)
+        gives [Q, n]: one row per value, the tasks parsed once."""
+        tasks = self._parse_tasks(incentives, self.next_day)
+        values = np.atleast_1d(np.asarray(noise, dtype=np.float64))
+        rows = [
+            self._response_probability(tasks, np.full(tasks.n, v), self.next_day) for v in values
+        ]
+        return rows[0] if np.ndim(noise) == 0 else np.stack(rows)
 
-    def response_extra_spend(self, incentives: Sequence[Incentive]) -> np.ndarray:
+    def response_extra_spend(self, incentives: Incentives) -> np.ndarray:
         """Expected money a responder spends above its no-task path in the task's scenario and
         window: the target's money equivalent x the mean effort, less the usual spend on the
         days it would have been active anyway (an approximation for the oracle; `advance`
         draws the real path)."""
-        tasks = self._parse_tasks(list(incentives), self.next_day)
+        tasks = self._parse_tasks(incentives, self.next_day)
         lat, ai, ki = self.latent, tasks.ai, tasks.ki
         usual_spend = np.exp(
             lat.log_scale[ai] + SPEND_AFFINITY * lat.affinity[ai, ki]
@@ -892,29 +929,34 @@ class World:
         )
         np.maximum.at(lat.task_login_floor, (ar, kr), login_floor.astype(f32))
 
-    def _parse_tasks(self, incentives: list[Incentive], first: int) -> _Tasks:
+    def _parse_tasks(self, incentives: Incentives, first: int) -> _Tasks:
         """Check the tasks and turn them into arrays; errors name the bad values."""
-        ai = self.advertiser_index([i.advertiser_id for i in incentives], what="incentives")
-        codes = {c: i for i, c in enumerate(self.scenario_codes)}
-        unknown = sorted({i.scenario for i in incentives if i.scenario not in (None, *codes)})
+        batch = (
+            incentives if isinstance(incentives, IncentiveBatch) else IncentiveBatch.of(incentives)
+        )
+        ai = self.advertiser_index(batch.advertiser_id, what="incentives")
+        codes = {c: i for i, c in enumerate(self.scenario_codes)} | {"": -1}
+        scenarios, scenario_of = np.unique(batch.scenario, return_inverse=True)
+        unknown = sorted(set(scenarios.tolist()) - set(codes))
         if unknown:
             raise SimulationError(
-                f"incentives: unknown scenario {unknown}; use one of {list(codes)} or None."
+                f"incentives: unknown scenario {unknown}; use one of {list(codes)[:-1]} or None."
             )
-        bad_kinds = sorted({i.kind for i in incentives} - set(INCENTIVE_KINDS))
+        kinds, kind_of = np.unique(batch.kind, return_inverse=True)
+        bad_kinds = sorted(set(kinds.tolist()) - set(INCENTIVE_KINDS))
         if bad_kinds:
             raise SimulationError(
                 f"incentives: unknown kind {bad_kinds}; use one of {list(INCENTIVE_KINDS)}."
             )
-        kind = np.array([INCENTIVE_KINDS.index(i.kind) for i in incentives])
-        target = np.array([i.target for i in incentives], dtype=np.float64)
-        reward = np.array([i.reward for i in incentives], dtype=np.float64)
-        valid = np.array([i.valid_days for i in incentives], dtype=np.int64)
+        kind = np.array([INCENTIVE_KINDS.index(k) for k in kinds.tolist()], np.int64)[kind_of]
+        target, reward = batch.target.astype(np.float64), batch.reward.astype(np.float64)
+        valid = batch.valid_days.astype(np.int64)
         if (target <= 0).any() or (reward < 0).any() or (valid < 1).any():
             raise SimulationError(
                 "incentives: target must be > 0, reward >= 0 and valid_days >= 1 for every task."
             )
-        ki = self._task_scenario(ai, [codes.get(i.scenario, -1) for i in incentives], first)
+        code_index = np.array([codes[c] for c in scenarios.tolist()], np.int64)[scenario_of]
+        ki = self._task_scenario(ai, code_index, first)
         cpc = self._avg_cpc[ki] * self.latent.cpc_mult[ai, ki]
         return _Tasks(ai=ai, ki=ki, kind=kind, target=target, reward=reward, valid=valid, cpc=cpc)
 
@@ -931,7 +973,7 @@ class World:
             )
         return index
 
-    def _task_scenario(self, ai: np.ndarray, codes: list[int], first: int) -> np.ndarray:
+    def _task_scenario(self, ai: np.ndarray, codes: np.ndarray, first: int) -> np.ndarray:
         """The scenario index of each task; "any scenario" (-1) becomes the advertiser's
         favourite, preferring scenarios it already uses."""
         ki = np.array(codes, dtype=np.int64)

@@ -15,6 +15,7 @@ from django.core.management import CommandError, call_command
 
 from advertisers.simulator import (
     Incentive,
+    IncentiveBatch,
     SimulationError,
     World,
     incentive_response_probability,
@@ -378,3 +379,21 @@ def test_it_refuses_an_output_path_that_is_a_file(tmp_path):
     target.write_text("")
     with pytest.raises(CommandError, match="is a file"):
         call_command("simulate", advertisers=10, days=14, seed=1, out=target)
+
+
+def test_it_scores_a_columnar_batch_as_the_same_tasks_one_by_one(saved):
+    world = World.load(saved)
+    ids = world.advertisers_table()["advertiser_id"].to_pylist()[:50]
+    tasks = [
+        Incentive(a, None if i % 3 == 0 else "sponsored_search", kind, 4.0 + i % 5, 20.0, 7)
+        for i, a in enumerate(ids)
+        for kind in ("spend_target", "active_days_target")
+    ]
+    batch = IncentiveBatch.of(tasks)
+    noise = np.array([-1.0, 0.0, 1.5])
+    together = world.response_probability(batch, noise=noise)  # [3, n]
+    assert together.shape == (3, len(tasks))
+    for q, value in enumerate(noise):
+        one_by_one = [world.response_probability([t], noise=float(value))[0] for t in tasks]
+        np.testing.assert_allclose(together[q], one_by_one)
+    np.testing.assert_allclose(world.response_extra_spend(batch), world.response_extra_spend(tasks))
