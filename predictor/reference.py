@@ -28,8 +28,8 @@ import numpy as np
 from predictor import features
 from predictor.features import CH, COUNTERS, Dataset, SampleSet
 from predictor.models import INTERVAL_TASKS, TASKS
-from predictor.networks.distribution import QUANTILES
-from predictor.training import CONTINUOUS_TASKS, ScoredRun
+from predictor.networks.distribution import CONTINUOUS_TASKS, QUANTILES
+from predictor.training import ScoredRun
 
 REFERENCES = ("zero", "last_7_days", "lightgbm")
 SPANS = (7, 14, 28, 40)

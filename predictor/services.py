@@ -58,7 +58,7 @@ from predictor.networks import (
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_FORMAT = 1
+ARTIFACT_FORMAT = 2  # 2: distribution heads with their calibration buffers
 
 
 class ModelArtifactError(RuntimeError):

@@ -67,7 +67,7 @@ from tqdm import tqdm
 
 from predictor.metrics import metric_table
 from predictor.networks import build_model, l2_parameters, l2_penalties, poisson_loss
-from predictor.networks.distribution import p_inactive
+from predictor.networks.distribution import CONTINUOUS_TASKS, active_day_counts, p_inactive
 from predictor.networks.meta import generator_parameters
 
 log = logging.getLogger(__name__)
@@ -364,10 +364,6 @@ class Predicted:
     p_inactive: np.ndarray  # [N] float32 P(no active day in the horizon); NaN without the task
 
 
-# Money tasks; the others count events, so their interval ends are whole counts.
-CONTINUOUS_TASKS = ("expenditure", "gmv")
-
-
 def interval_bounds(
     quantiles: np.ndarray, scales: Sequence[float], tasks: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -399,8 +395,10 @@ def predict_outputs(
     *,
     device: torch.device | str = "cpu",
     batch_size: int | None = None,
+    calibrated: bool = True,
 ) -> Predicted:
-    """Means, quantiles and P(inactive) for every sample (see `Predicted`).
+    """Means, quantiles and P(inactive) for every sample (see `Predicted`), through the
+    head's calibration maps unless `calibrated` is False.
 
     By default 256 samples a batch on the CPU, 8,192 on a GPU. 256 keep M2M's generated
     weights (4 MiB a layer) near the CPU caches; larger batches were slower per sample on CPU
@@ -432,7 +430,10 @@ def predict_outputs(
             p = torch.full_like(rate[:, 0], float("nan"))
         else:
             p = p_inactive(out.active_shape.float(), horizon)
-        return torch.cat([rate, out.quantiles.float().flatten(1), p[:, None]], 1).cpu().numpy()
+        quantiles = out.quantiles.float()
+        if calibrated:
+            quantiles, p = model.distribution.calibrated(quantiles, p)
+        return torch.cat([rate, quantiles.flatten(1), p[:, None]], 1).cpu().numpy()
 
     starts = range(0, n, batch_size)
     workers = torch.get_num_threads() if device.type == "cpu" else 1
@@ -716,4 +717,25 @@ def _fit(
     if best_state is not None:
         core.load_state_dict(best_state)
     core.eval()
+    calibrate(core, valid, device=device, batch_size=config.eval_batch_size)
     return result
+
+
+def calibrate(model: nn.Module, valid: Tensors, *, device: torch.device, batch_size: int) -> None:
+    """Fit the distribution head's calibration maps on the validation split (distribution.py)."""
+    raw = predict_outputs(model, valid, device=device, batch_size=batch_size, calibrated=False)
+    spec = model.spec
+    target = valid["target"].float()
+    index = spec.tasks.index("active_days") if "active_days" in spec.tasks else None
+    inactive = (
+        active_day_counts(target, spec, index) == 0
+        if index is not None
+        else torch.zeros(len(target), dtype=torch.bool)
+    )
+    head = model.distribution
+    head.fit_calibration(
+        torch.from_numpy(raw.quantiles).to(head.shift.device),
+        torch.from_numpy(raw.p_inactive).to(head.shift.device),
+        target.to(head.shift.device),
+        inactive.to(head.shift.device),
+    )

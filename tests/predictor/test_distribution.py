@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from predictor import decision_metrics
 from predictor.networks import InputSpec
 from predictor.networks.distribution import (
     DistributionHead,
@@ -85,3 +86,28 @@ def test_it_learns_the_known_zero_probability_and_intervals_that_cover_80_percen
             coverage = ((y >= lo[:, 0]) & (y <= hi[:, 0])).mean()
             known = stats.nbinom(n, p).cdf(true_high) - stats.nbinom(n, p).cdf(true_low - 1)
             assert abs(coverage - known) < 0.015, (task, k, coverage, known)
+
+
+def test_it_calibrates_a_distorted_probability_and_an_interval_that_misses_zeros():
+    rng = np.random.default_rng(2)
+    n = 20000
+    truth = rng.uniform(0.02, 0.98, n)
+    inactive = rng.uniform(size=n) < truth
+    distorted = torch.sigmoid(2.5 * torch.logit(torch.tensor(truth)) + 0.7).float()
+    # Money with a point mass at zero (40%) that a q10 of 0.01 excludes, and a lognormal tail.
+    spend = np.where(rng.uniform(size=n) < 0.4, 0.0, rng.lognormal(0.0, 1.0, n))
+    target = torch.tensor(np.stack([spend, spend, spend], 1), dtype=torch.float32)
+    quantiles = torch.tensor([0.01, 0.8, 2.0]).expand(n, 3, 3).clone()
+    head = DistributionHead(SPEC, 2)
+    before = decision_metrics.ece(inactive, distorted.numpy().astype(np.float64))
+    head.fit_calibration(quantiles, distorted, target, torch.tensor(inactive))
+    q, p = head.calibrated(quantiles, distorted)
+    after = decision_metrics.ece(inactive, p.numpy().astype(np.float64))
+    assert before > 0.1 and after < 0.01
+    covered = ((spend >= q[:, 1, 0].numpy()) & (spend <= q[:, 1, 2].numpy())).mean()
+    assert ((spend >= 0.01) & (spend <= 2.0)).mean() < 0.55  # the uncalibrated interval
+    # Conformal: at least 80%. Every zero ties at one score, so the shift that covers them
+    # also lifts the top end a little: 0.4 + 0.6 P(lognormal <= 2.02) = 0.855.
+    assert 0.8 <= covered <= 0.87
+    assert (q[spend == 0, 1, 0] == 0).all()
+    assert torch.equal(q[:, 0], quantiles[:, 0])  # clicks: a count, left as it is

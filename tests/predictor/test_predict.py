@@ -209,6 +209,8 @@ def test_it_stores_the_loaded_models_probabilities_and_intervals(version: ModelV
     stored = np.array([r[2:] for r in rows], dtype=np.float64)  # [N, 5]
 
     np.testing.assert_allclose(stored[:, 0], predicted.p_inactive[index], rtol=1e-5)
+    platt = loaded.model.distribution.platt.tolist()
+    assert platt != [1.0, 0.0]  # the calibration fitted on the validation split came along
     assert ((stored[:, 0] > 0) & (stored[:, 0] < 1)).all()
     for k, task in enumerate(("expenditure", "clicks")):
         j = TASKS.index(task)
