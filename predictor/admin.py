@@ -64,7 +64,36 @@ def metrics_tables(metrics: dict) -> SafeString:
                 ),
             )
         )
+        if result.get("decisions"):
+            tables.append(decisions_table(split, result["decisions"]))
     return format_html_join("", "{}", ((t,) for t in tables)) if tables else SafeString("-")
+
+
+def _figure(table: dict | None, *path: str) -> str:
+    value: object = table
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return fmt(value) if isinstance(value, int | float) else "-"
+
+
+def decisions_table(split: str, decisions: dict) -> SafeString:
+    """Per scenario and pooled: P(inactive)'s AUC, log-loss and calibration error, and the
+    coverage of the 80% intervals (target 0.80)."""
+    inactivity, intervals = decisions.get("inactivity"), decisions.get("intervals")
+    scopes = sorted((inactivity or intervals or {}).get("by_scenario", {}))
+    rows = []
+    for label, scope in [*((c, ("by_scenario", c)) for c in scopes), ("pooled", ("pooled",))]:
+        cells = [_figure(inactivity, *scope, m) for m in ("auc", "log_loss", "ece")]
+        cells += [_figure(intervals, *scope, t, "coverage") for t in ("expenditure", "clicks")]
+        rows.append((label, format_html_join("", "<td>{}</td>", ((c,) for c in cells))))
+    return format_html(
+        '<table class="metrics-table"><caption>{} split: P(inactive) and 80% intervals'
+        "</caption><thead><tr><th>scenario</th><th>AUC</th><th>log-loss</th><th>ECE</th>"
+        "<th>expenditure coverage</th><th>clicks coverage</th></tr></thead><tbody>{}</tbody>"
+        "</table>",
+        split,
+        format_html_join("", "<tr><th>{}</th>{}</tr>", rows),
+    )
 
 
 def _overall(version: ModelVersion, metric: str) -> str:

@@ -15,14 +15,14 @@ import numpy as np
 from predictor.decision_metrics import inactivity_table, interval_table
 from predictor.metrics import metric_table
 from predictor.models import INTERVAL_TASKS, TASKS
-from predictor.training import ScoredRun, interval_bounds
+from predictor.training import Predicted, ScoredRun, interval_bounds
 
 _ACTIVE_DAYS = TASKS.index("active_days")
 _SKIPPED = {"reliability", "n", "cells"}
 
 
 def run_decisions(
-    run: ScoredRun, actual: np.ndarray, scales: np.ndarray, scenarios: np.ndarray
+    run: ScoredRun | Predicted, actual: np.ndarray, scales: np.ndarray, scenarios: np.ndarray
 ) -> dict[str, Any]:
     """Inactivity scores, interval coverage and width, NMAE/SMAPE of the mean and the median
     of the interval tasks. actual [N, 5] raw, run in normalised units; None where the model

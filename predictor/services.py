@@ -35,7 +35,7 @@ from django.utils import timezone
 from torch import nn
 
 from advertisers.models import Advertiser, DailyStat, Scenario
-from predictor import features, training
+from predictor import decision_report, features, training
 from predictor.features import FeatureSpec
 from predictor.metrics import metric_table
 from predictor.models import (
@@ -320,13 +320,13 @@ def _version_finish(
             f"training {version.kind} diverged: no epoch has a finite validation score (last"
             f" validation loss {last}); lower --lr or check the data."
         )
-    rates = training.predict_rates(result.model, data.test.tensors(data.spec), device=result.device)
     version.metrics = {
-        "test": metric_table(
-            data.test.targets,
-            rates * np.asarray(data.spec.target_scales, dtype=np.float32),
+        "test": _scored(
+            result.model,
+            data.test,
+            data.spec,
             data.scenario_labels(data.test.scenario_pks),
-            TASKS,
+            device=result.device,
         ),
         "best_epoch": result.best_epoch,
         "device": result.device,
@@ -401,6 +401,22 @@ def model_version_activate(*, version: ModelVersion) -> ModelVersion:
     return current
 
 
+def _scored(
+    model: nn.Module,
+    samples: features.SampleSet,
+    spec: FeatureSpec,
+    labels: np.ndarray,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """The paper's metrics of a model on samples with targets, and its decision figures
+    (P(inactive) scores, interval coverage; `predictor.decision_report`)."""
+    predicted = training.predict_outputs(model, samples.tensors(spec), device=device)
+    scales = np.asarray(spec.target_scales, dtype=np.float64)
+    table = metric_table(samples.targets, predicted.rates * scales, labels, TASKS)
+    table["decisions"] = decision_report.run_decisions(predicted, samples.targets, scales, labels)
+    return table
+
+
 def model_version_evaluate(*, version: ModelVersion, as_of: date | None = None) -> dict[str, Any]:
     """Score a stored version on the latest as-of date whose 7-day outcome is known, and keep
     the result in `metrics["recent"]` (the test metrics from training stay untouched)."""
@@ -411,12 +427,9 @@ def model_version_evaluate(*, version: ModelVersion, as_of: date | None = None) 
         raise features.FeatureError(
             f"no pair was active in the {loaded.spec.window_days} days to {as_of}."
         )
-    rates = training.predict_rates(loaded.model, samples.tensors(loaded.spec), device=loaded.device)
-    predicted = rates * np.asarray(loaded.spec.target_scales, dtype=np.float32)
     codes = dict(Scenario.objects.values_list("pk", "code"))
-    recent = metric_table(
-        samples.targets, predicted, features.scenario_labels(codes, samples.scenario_pks), TASKS
-    )
+    labels = features.scenario_labels(codes, samples.scenario_pks)
+    recent = _scored(loaded.model, samples, loaded.spec, labels, device=loaded.device)
     recent |= {"as_of": as_of.isoformat(), "samples": len(samples)}
     with transaction.atomic():
         locked = ModelVersion.objects.select_for_update().get(pk=version.pk)

@@ -278,3 +278,16 @@ def test_it_trains_with_the_task_weighting_it_records(version: ModelVersion):
     assert version.hyperparameters["task_weighting"] == "deviance"
     assert equal.hyperparameters["task_weighting"] == "equal"
     assert equal.artifact_sha256 != version.artifact_sha256  # same seed, other lambdas
+
+
+def test_the_version_page_shows_its_inactivity_and_interval_figures(
+    version: ModelVersion, admin_client
+):
+    decisions = version.metrics["test"]["decisions"]
+    auc = decisions["inactivity"]["pooled"]["auc"]
+    assert 0 <= auc <= 1
+    page = admin_client.get(f"/admin/predictor/modelversion/{version.pk}/change/").content.decode()
+    assert "P(inactive) and 80% intervals" in page
+    assert f"{auc:.4f}" in page
+    coverage = decisions["intervals"]["pooled"]["expenditure"]["coverage"]
+    assert f"{coverage:.4f}" in page
