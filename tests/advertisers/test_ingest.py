@@ -13,8 +13,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import IntegrityError, connection, transaction
 
-from advertisers import ingestion, services
-from advertisers.ingestion import IngestError, ingest_files
+from advertisers import services
+from advertisers.ingestion import IngestError, ingest_files, pg_bulk, pg_copy, reading
 from advertisers.models import Advertiser, DailyStat, Scenario
 from advertisers.services import scenario_stats_refresh
 from advertisers.simulator import simulate
@@ -498,7 +498,7 @@ def test_it_refuses_a_bulk_load_whose_advertiser_was_deleted_while_it_ran(
 ):
     ingest_files(**files)
     stats_with(tmp_path, stat_row("a1", day="2024-06-03"), stat_row("a2", day="2024-06-03"))
-    start = ingestion._bulk_start
+    start = pg_bulk._bulk_start
 
     def then_delete_a2(cursor, db_table):  # after the codes were mapped, before the lock
         a2 = Advertiser.objects.get(advertiser_id="a2")
@@ -506,7 +506,7 @@ def test_it_refuses_a_bulk_load_whose_advertiser_was_deleted_while_it_ran(
         a2.delete()
         return start(cursor, db_table)
 
-    monkeypatch.setattr(ingestion, "_bulk_start", then_delete_a2)
+    monkeypatch.setattr(pg_bulk, "_bulk_start", then_delete_a2)
 
     assert problems_of(stats=tmp_path / "daily_stats.csv") == [
         "daily_stats.csv:0: advertiser_id: advertiser 'a2' was deleted while this load ran; "
@@ -652,11 +652,11 @@ def test_it_rejects_a_whole_bulk_load_for_a_bad_row_late_in_it(files, tmp_path, 
     days = [dt.date(2024, 1, 1) + dt.timedelta(days=d) for d in range(300)]
     rows = [stat_row("a1", "live", day.isoformat()) for day in days]
     stats_with(tmp_path, *rows, stat_row("a2", "live", "2024-01-01", clicks="-3"), rows[7])
-    monkeypatch.setattr(ingestion, "CSV_BLOCK_BYTES", 1024)  # many blocks sent before the bad one
+    monkeypatch.setattr(reading, "CSV_BLOCK_BYTES", 1024)  # many blocks sent before the bad one
     sent = []
-    encode = ingestion.BinaryRows.encode
+    encode = pg_copy.BinaryRows.encode
     monkeypatch.setattr(
-        ingestion.BinaryRows, "encode", lambda self, table: sent.append(1) or encode(self, table)
+        pg_copy.BinaryRows, "encode", lambda self, table: sent.append(1) or encode(self, table)
     )
 
     problems = problems_of(stats=tmp_path / "daily_stats.csv")

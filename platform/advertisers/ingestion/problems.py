@@ -1,0 +1,86 @@
+"""Problems found in the files: `file:line: column: reason`, the first PROBLEM_LIMIT worded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PROBLEM_LIMIT = 50
+
+
+class IngestError(Exception):
+    """A load was rejected and nothing was stored.
+
+    `problems` are `file:line: column: reason` lines (at most PROBLEM_LIMIT), `more` counts the
+    problems that were found but not listed.
+    """
+
+    def __init__(self, problems: list[str], more: int = 0) -> None:
+        self.problems = problems
+        self.more = more
+        total = len(problems) + more
+        super().__init__(f"{total} problem{'s' if total != 1 else ''}; nothing was stored")
+
+    def lines(self) -> list[str]:
+        """Every problem line, and a last line counting the unlisted ones."""
+        tail = [f"... and {self.more} more problems"] if self.more else []
+        return [*self.problems, *tail]
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    order: int  # position in the load, so problems list file by file
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def is_parquet(self) -> bool:
+        return self.path.suffix.lower() == ".parquet"
+
+
+class ProblemLog:
+    """Counts every problem and keeps the first `limit` worded, in file, line, column order."""
+
+    def __init__(self, limit: int = PROBLEM_LIMIT) -> None:
+        self.limit = limit
+        self.total = 0
+        self._kept: list[tuple[int, int, int, str]] = []
+
+    @property
+    def clean(self) -> bool:
+        return self.total == 0
+
+    def add(self, source: Source, line: int, column: str, reason: str, order: int = -1) -> None:
+        self.add_many(source, np.array([line]), column, lambda _: reason, order)
+
+    def add_many(
+        self,
+        source: Source,
+        lines: np.ndarray,
+        column: str,
+        reason_of: Callable[[int], str],
+        order: int = 0,
+    ) -> None:
+        """Record problems at `lines`; `reason_of(i)` words the i-th, only if it is listed."""
+        self.total += len(lines)
+        first = np.argsort(lines, kind="stable")[: self.limit]
+        fresh = [
+            (
+                source.order,
+                int(lines[i]),
+                order,
+                f"{source.name}:{lines[i]}: {column}: {reason_of(i)}",
+            )
+            for i in first
+        ]
+        self._kept = sorted(self._kept + fresh)[: self.limit]
+
+    def raise_if_any(self) -> None:
+        if self.total:
+            raise IngestError([text for *_, text in self._kept], self.total - len(self._kept))
