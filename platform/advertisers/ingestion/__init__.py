@@ -29,8 +29,13 @@ IngestError inside it, so nothing is stored. Daily stats use one of two strategi
 Scenario statistics are refreshed in the same transaction (`scenario_stats_refresh`); after a
 bulk load into an empty table, from the figures gathered while the rows streamed.
 
-Modules import only from those listed before them: timing, problems, rules, contract, reading,
-checking, report, loading, reference_load, generic_load, pg_copy, pg_bulk, run.
+Plausibility (`plausibility`). Values that each pass their rule may still be impossible
+together: clicks above impressions, a date after the load date, stats before their scenario's
+launch or their advertiser's registration. They reject the load like any other problem, unless
+the load allows implausible values: then they are loaded and reported as warnings.
+
+Modules import only from those listed before them: timing, problems, rules, plausibility,
+contract, reading, checking, report, loading, reference_load, generic_load, pg_copy, pg_bulk, run.
 """
 
 from advertisers.ingestion.problems import PROBLEM_LIMIT, IngestError

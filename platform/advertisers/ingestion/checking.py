@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from advertisers.ingestion.contract import FileSpec
+from advertisers.ingestion.plausibility import RowCheck
 from advertisers.ingestion.problems import ProblemLog, Source
 from advertisers.ingestion.reading import (
     Block,
@@ -117,9 +118,17 @@ class Scan:
 
 
 def scan_file(
-    source: Source, spec: FileSpec, ignore_unknown: bool, log: ProblemLog, progress: bool
+    source: Source,
+    spec: FileSpec,
+    ignore_unknown: bool,
+    log: ProblemLog,
+    progress: bool,
+    *,
+    doubts: ProblemLog | None = None,
 ) -> Scan:
-    """Check the header now; rows are checked as the returned blocks are read."""
+    """Check the header now; rows are checked as the returned blocks are read.
+
+    Implausible values go to `doubts` (by default `log`, where they reject the load)."""
     parquet = None
     if source.is_parquet:
         try:
@@ -138,7 +147,8 @@ def scan_file(
         if parquet is not None
         else csv_blocks(source, header, columns, log)  # type: ignore[arg-type]
     )
-    return Scan(source, columns, _checked(source, spec, columns, reader, log, progress))
+    checked = _checked(source, spec, columns, reader, (log, doubts or log), progress)
+    return Scan(source, columns, checked)
 
 
 def _checked(
@@ -146,9 +156,10 @@ def _checked(
     spec: FileSpec,
     columns: list[str],
     reader: Iterator[Block],
-    log: ProblemLog,
+    logs: tuple[ProblemLog, ProblemLog],
     progress: bool,
 ) -> Iterator[Block]:
+    log, doubts = logs
     keys = _KeyIndex(spec.key)
     size = source.path.stat().st_size
     with tqdm(
@@ -161,7 +172,8 @@ def _checked(
     ) as bar:
         for raw in reader:
             block = without_blank_rows(raw)
-            _check_block(source, spec, columns, block, log)
+            ok = _check_block(source, spec, columns, block, log)
+            _check_plausible(source, spec, columns, block, ok, doubts)
             keys.add(block)
             bar.update(min(raw.source_bytes, size - bar.n))
             yield block
@@ -171,13 +183,42 @@ def _checked(
 
 def _check_block(
     source: Source, spec: FileSpec, columns: list[str], block: Block, log: ProblemLog
-) -> None:
+) -> dict[str, np.ndarray]:
+    """Check each column by its rule; return which rows passed, per column."""
+    passed = {}
     for order, name in enumerate(columns):
         rule = spec.rule(name)
         values = block.batch.column(name)
-        bad = np.flatnonzero(~rule.ok(values))
+        passed[name] = ok = rule.ok(values)
+        bad = np.flatnonzero(~ok)
         if len(bad):
             log.add_many(source, block.lines[bad], name, partial(_reason, rule, values, bad), order)
+    return passed
+
+
+def _check_plausible(
+    source: Source,
+    spec: FileSpec,
+    columns: list[str],
+    block: Block,
+    passed: dict[str, np.ndarray],
+    doubts: ProblemLog,
+) -> None:
+    """Run the file's plausibility checks on the rows whose columns they read are well formed."""
+    for check in spec.checks:
+        usable = np.logical_and.reduce([passed[name] for name in check.columns])
+        rows = np.flatnonzero(usable)
+        if not len(rows):
+            continue
+        bad = rows[check.bad(block.batch, rows)]
+        if len(bad):
+            reason_of = partial(_row_reason, check, block.batch, bad)
+            order = columns.index(check.column)
+            doubts.add_implausible(source, block.lines[bad], check.column, reason_of, order)
+
+
+def _row_reason(check: RowCheck, batch: pa.RecordBatch, bad: np.ndarray, i: int) -> str:
+    return check.reason(batch, int(bad[i]))
 
 
 def _reason(rule: Rule, values: pa.Array, bad: np.ndarray, i: int) -> str:

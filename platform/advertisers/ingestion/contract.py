@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 from django.db import models
 
+from advertisers.ingestion.plausibility import NotAfter, NotBeforeStart, NotMore, RowCheck
 from advertisers.ingestion.rules import (
     Choice,
     CodeMap,
@@ -27,6 +29,7 @@ class FileSpec:
     rules: dict[str, Rule]
     extra_prefix: str = ""  # optional columns with this prefix use extra_rule
     extra_rule: Rule | None = None
+    checks: tuple[RowCheck, ...] = ()  # plausibility, across columns and files
 
     def allows(self, column: str) -> bool:
         return column in self.rules or bool(
@@ -47,7 +50,7 @@ def _max_length(model: type[models.Model], name: str) -> int:
     return model._meta.get_field(name).max_length  # type: ignore[union-attr, return-value]
 
 
-def scenarios_spec() -> FileSpec:
+def scenarios_spec(load_date: date) -> FileSpec:
     return FileSpec(
         label="scenarios",
         key=("code",),
@@ -63,10 +66,11 @@ def scenarios_spec() -> FileSpec:
         },
         extra_prefix="attr_",
         extra_rule=Number(),
+        checks=(NotAfter("launched_on", load_date, "a scenario cannot launch in the future"),),
     )
 
 
-def advertisers_spec() -> FileSpec:
+def advertisers_spec(load_date: date) -> FileSpec:
     return FileSpec(
         label="advertisers",
         key=("advertiser_id",),
@@ -78,6 +82,9 @@ def advertisers_spec() -> FileSpec:
             "main_category": Text(_max_length(Advertiser, "main_category")),
             "star_level": Count(0, 5),
         },
+        checks=(
+            NotAfter("registered_on", load_date, "an advertiser cannot register in the future"),
+        ),
     )
 
 
@@ -90,7 +97,7 @@ def _counter_rule(name: str) -> Rule:
     return Count(0, 2**31 - 1)
 
 
-def stats_spec(maps: Maps) -> FileSpec:
+def stats_spec(maps: Maps, load_date: date) -> FileSpec:
     return FileSpec(
         label="daily stats",
         key=("advertiser_id", "scenario", "date"),
@@ -100,4 +107,10 @@ def stats_spec(maps: Maps) -> FileSpec:
             "date": IsoDate(),
             **{name: _counter_rule(name) for name in DailyStat.COUNTERS},
         },
+        checks=(
+            NotMore("clicks", "impressions"),
+            NotAfter("date", load_date, "no day of stats can be in the future"),
+            NotBeforeStart("date", "scenario", maps.scenarios, "scenario", "was launched"),
+            NotBeforeStart("date", "advertiser_id", maps.advertisers, "advertiser", "registered"),
+        ),
     )

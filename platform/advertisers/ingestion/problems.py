@@ -15,19 +15,24 @@ class IngestError(Exception):
     """A load was rejected and nothing was stored.
 
     `problems` are `file:line: column: reason` lines (at most PROBLEM_LIMIT), `more` counts the
-    problems that were found but not listed.
+    problems that were found but not listed, `implausible` how many of all were implausible
+    values (which a load allowing them would have taken).
     """
 
-    def __init__(self, problems: list[str], more: int = 0) -> None:
+    def __init__(self, problems: list[str], more: int = 0, implausible: int = 0) -> None:
         self.problems = problems
         self.more = more
+        self.implausible = implausible
         total = len(problems) + more
         super().__init__(f"{total} problem{'s' if total != 1 else ''}; nothing was stored")
 
     def lines(self) -> list[str]:
         """Every problem line, and a last line counting the unlisted ones."""
-        tail = [f"... and {self.more} more problems"] if self.more else []
-        return [*self.problems, *tail]
+        return _with_tail(self.problems, self.more)
+
+
+def _with_tail(listed: list[str], more: int) -> list[str]:
+    return [*listed, f"... and {more} more problems"] if more else list(listed)
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class ProblemLog:
     def __init__(self, limit: int = PROBLEM_LIMIT) -> None:
         self.limit = limit
         self.total = 0
+        self.implausible = 0
         self._kept: list[tuple[int, int, int, str]] = []
 
     @property
@@ -58,6 +64,18 @@ class ProblemLog:
 
     def add(self, source: Source, line: int, column: str, reason: str, order: int = -1) -> None:
         self.add_many(source, np.array([line]), column, lambda _: reason, order)
+
+    def add_implausible(
+        self,
+        source: Source,
+        lines: np.ndarray,
+        column: str,
+        reason_of: Callable[[int], str],
+        order: int = 0,
+    ) -> None:
+        """Record problems of plausibility (counted apart: a load may allow them)."""
+        self.implausible += len(lines)
+        self.add_many(source, lines, column, reason_of, order)
 
     def add_many(
         self,
@@ -81,6 +99,14 @@ class ProblemLog:
         ]
         self._kept = sorted(self._kept + fresh)[: self.limit]
 
+    def lines(self) -> list[str]:
+        """The worded problems, and a last line counting the others."""
+        return _with_tail(self._listed(), self.total - len(self._kept))
+
+    def _listed(self) -> list[str]:
+        return [text for *_, text in self._kept]
+
     def raise_if_any(self) -> None:
         if self.total:
-            raise IngestError([text for *_, text in self._kept], self.total - len(self._kept))
+            more = self.total - len(self._kept)
+            raise IngestError(self._listed(), more, self.implausible)

@@ -1,4 +1,4 @@
-"""What a load did: rows inserted and updated per file."""
+"""What a load did: rows inserted and updated per file, and the implausible values it allowed."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ class IngestReport:
     advertisers: TableCounts | None
     daily_stats: TableCounts | None
     seconds: float
+    # `file:line: column: reason` of the implausible values loaded anyway (allow_implausible).
+    warnings: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line: rows inserted and updated per file and the elapsed time."""

@@ -73,6 +73,12 @@ def _ok_by_distinct(values: pa.Array, check: Callable[[pa.Array], np.ndarray]) -
     return ~bool_mask(pc.is_in(values, value_set=bad))
 
 
+def dates_of(values: pa.Array) -> pa.Array:
+    """Text dates as date32, null where a value is not a date by IsoDate's rule."""
+    good = pa.array(IsoDate().ok(values))
+    return pc.cast(pc.if_else(good, values, pa.scalar(None, pa.string())), pa.date32())
+
+
 class IsoDate(Rule):
     """YYYY-MM-DD, a real calendar day, years 1000-2999."""
 
@@ -158,22 +164,37 @@ class Number(Rule):
 
 @dataclass(frozen=True, eq=False)
 class CodeMap:
-    """Codes (scenario codes or advertiser ids) and the primary keys they stand for."""
+    """Codes (scenario codes or advertiser ids), the primary keys they stand for, and the date
+    each began (a scenario's launch, an advertiser's registration; null where unknown)."""
 
     codes: pa.Array
     ids: np.ndarray
+    since: pa.Array  # date32, one per code
 
     @classmethod
-    def stored(cls, model: type[models.Model], key: str) -> CodeMap:
-        pairs = list(model.objects.values_list(key, "pk"))
-        codes, ids = zip(*pairs, strict=True) if pairs else ((), ())
-        return cls(pa.array(codes, pa.string()), np.array(ids, dtype=np.int64))
+    def stored(cls, model: type[models.Model], key: str, since: str) -> CodeMap:
+        rows = list(model.objects.values_list(key, "pk", since))
+        codes, ids, days = zip(*rows, strict=True) if rows else ((), (), ())
+        return cls(
+            pa.array(codes, pa.string()),
+            np.array(ids, dtype=np.int64),
+            pa.array(days, pa.date32()),
+        )
 
-    def with_codes(self, extra: pa.ChunkedArray) -> CodeMap:
-        """These codes plus `extra`, which have no key yet (used only to check, never to load)."""
+    def with_codes(self, extra: pa.ChunkedArray, since: pa.ChunkedArray) -> CodeMap:
+        """`extra` codes, which have no key yet, then these (used only to check, never to load).
+
+        `extra` come first: a code in both is looked up with the date its file gives."""
         extra = extra.combine_chunks().cast(pa.string())
-        codes = pa.concat_arrays([self.codes, extra])
-        return CodeMap(codes, np.concatenate([self.ids, np.full(len(extra), -1, np.int64)]))
+        return CodeMap(
+            pa.concat_arrays([extra, self.codes]),
+            np.concatenate([np.full(len(extra), -1, np.int64), self.ids]),
+            pa.concat_arrays([dates_of(since.combine_chunks()), self.since]),
+        )
+
+    def since_for(self, values: pa.Array) -> pa.Array:
+        """The date each known code began (null for an unknown code or date)."""
+        return pc.take(self.since, pc.index_in(values, value_set=self.codes))
 
     def contains(self, values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         return bool_mask(pc.is_in(values, value_set=self.codes))

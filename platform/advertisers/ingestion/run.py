@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import psycopg
 import pyarrow as pa
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
 from advertisers.ingestion.checking import Scan, read_whole, scan_file
-from advertisers.ingestion.contract import Maps, advertisers_spec, scenarios_spec, stats_spec
+from advertisers.ingestion.contract import (
+    FileSpec,
+    Maps,
+    advertisers_spec,
+    scenarios_spec,
+    stats_spec,
+)
 from advertisers.ingestion.generic_load import executemany_staging
 from advertisers.ingestion.loading import Sink, stats_rows
 from advertisers.ingestion.pg_bulk import bulk_sink, bulk_worthwhile
@@ -109,6 +118,22 @@ def _sources(paths: dict[str, FileArg]) -> dict[str, Source]:
     return sources
 
 
+@dataclass(frozen=True, eq=False)
+class _Load:
+    """One load's options and problem logs."""
+
+    log: ProblemLog
+    doubts: ProblemLog  # implausible values: `log` itself unless the load allows them
+    load_date: date
+    ignore_unknown_columns: bool
+    progress: bool
+
+    def scan(self, source: Source, spec: FileSpec) -> Scan:
+        return scan_file(
+            source, spec, self.ignore_unknown_columns, self.log, self.progress, doubts=self.doubts
+        )
+
+
 def ingest_files(
     *,
     scenarios: FileArg = None,
@@ -116,32 +141,44 @@ def ingest_files(
     stats: FileArg = None,
     ignore_unknown_columns: bool = False,
     progress: bool = False,
+    load_date: date | None = None,
+    allow_implausible: bool = False,
 ) -> IngestReport:
     """Check and load contract files, all or nothing; raise IngestError listing every problem.
 
     Loading the same files again leaves the same rows (rows are keyed by scenario code,
     advertiser id, and advertiser + scenario + date). Scenario statistics are refreshed after.
+
+    Implausible values (`plausibility`: a date after `load_date`, today by default; clicks
+    above impressions; stats before their scenario's launch or their advertiser's registration)
+    are problems like any other, unless `allow_implausible`: the rows are then loaded and the
+    problems come back as the report's warnings.
     """
     started = time.perf_counter()
     sources = _sources({"scenarios": scenarios, "advertisers": advertisers, "stats": stats})
     log = ProblemLog()
+    load = _Load(
+        log=log,
+        doubts=ProblemLog() if allow_implausible else log,
+        load_date=load_date or timezone.localdate(),
+        ignore_unknown_columns=ignore_unknown_columns,
+        progress=progress,
+    )
     counts: dict[str, TableCounts | None] = {}
     activity: WindowActivity | None = None
     with transaction.atomic():
-        stored = Maps(CodeMap.stored(Scenario, "code"), CodeMap.stored(Advertiser, "advertiser_id"))
+        stored = Maps(_stored_scenarios(), _stored_advertisers())
         tables = {
-            kind: read_whole(scan_file(sources[kind], spec, ignore_unknown_columns, log, progress))
+            kind: read_whole(load.scan(sources[kind], spec))
             for kind, spec in (
-                ("scenarios", scenarios_spec()),
-                ("advertisers", advertisers_spec()),
+                ("scenarios", scenarios_spec(load.load_date)),
+                ("advertisers", advertisers_spec(load.load_date)),
             )
             if kind in sources
         }
         maps = _reference_load(tables, stored, log, counts)
         if "stats" in sources:
-            scan = scan_file(
-                sources["stats"], stats_spec(maps), ignore_unknown_columns, log, progress
-            )
+            scan = load.scan(sources["stats"], stats_spec(maps, load.load_date))
             sink = _stats_load(scan, maps, log)
             counts["stats"], activity = (sink.counts, sink.activity) if sink else (None, None)
         log.raise_if_any()
@@ -152,13 +189,22 @@ def ingest_files(
         advertisers=counts.get("advertisers"),
         daily_stats=counts.get("stats"),
         seconds=time.perf_counter() - started,
+        warnings=tuple(load.doubts.lines()) if allow_implausible else (),
     )
 
 
-def _with_file_codes(stored: CodeMap, table: pa.Table | None, key: str) -> CodeMap:
+def _stored_scenarios() -> CodeMap:
+    return CodeMap.stored(Scenario, "code", "launched_on")
+
+
+def _stored_advertisers() -> CodeMap:
+    return CodeMap.stored(Advertiser, "advertiser_id", "registered_on")
+
+
+def _with_file_codes(stored: CodeMap, table: pa.Table | None, key: str, since: str) -> CodeMap:
     if table is None or key not in table.column_names:
         return stored
-    return stored.with_codes(table.column(key))
+    return stored.with_codes(table.column(key), table.column(since))
 
 
 def _reference_load(
@@ -168,14 +214,16 @@ def _reference_load(
     if not log.clean:
         # Nothing will be stored, but daily stats are still checked against these codes.
         return Maps(
-            _with_file_codes(stored.scenarios, tables.get("scenarios"), "code"),
-            _with_file_codes(stored.advertisers, tables.get("advertisers"), "advertiser_id"),
+            _with_file_codes(stored.scenarios, tables.get("scenarios"), "code", "launched_on"),
+            _with_file_codes(
+                stored.advertisers, tables.get("advertisers"), "advertiser_id", "registered_on"
+            ),
         )
     scenarios, advertisers = stored.scenarios, stored.advertisers
     if "scenarios" in tables:
         counts["scenarios"] = scenarios_upsert(tables["scenarios"], stored.scenarios)
-        scenarios = CodeMap.stored(Scenario, "code")
+        scenarios = _stored_scenarios()
     if "advertisers" in tables:
         counts["advertisers"] = advertisers_upsert(tables["advertisers"], stored.advertisers)
-        advertisers = CodeMap.stored(Advertiser, "advertiser_id")
+        advertisers = _stored_advertisers()
     return Maps(scenarios, advertisers)
