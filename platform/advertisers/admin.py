@@ -75,12 +75,8 @@ class AdvertiserAdmin(UploadLinkMixin, admin.ModelAdmin):
 
 
 def _upload_fix(error: IngestError) -> str:
-    if error.implausible == 0:
-        return "Fix the files and upload again."
-    return (
-        f"Fix the files and upload again; {error.implausible} of the problems are implausible "
-        "values: if they are right, tick 'Allow implausible' to load them."
-    )
+    hint = error.implausible_hint("tick 'Allow implausible' to load anyway")
+    return f"Fix the files and upload again{hint}."
 
 
 @admin.register(DailyStat)

@@ -30,6 +30,14 @@ class IngestError(Exception):
         """Every problem line, and a last line counting the unlisted ones."""
         return _with_tail(self.problems, self.more)
 
+    def implausible_hint(self, how: str) -> str:
+        """ "; 2 are implausible values: if they are right, {how}", or "" when none is."""
+        if not self.implausible:
+            return ""
+        if self.implausible == 1:
+            return f"; 1 is an implausible value: if it is right, {how}"
+        return f"; {self.implausible} are implausible values: if they are right, {how}"
+
 
 def _with_tail(listed: list[str], more: int) -> list[str]:
     return [*listed, f"... and {more} more problems"] if more else list(listed)

@@ -92,10 +92,5 @@ class Command(BaseCommand):
 
 
 def _fix(error: IngestError) -> str:
-    if error.implausible == 0:
-        return "Fix the files and run again."
-    return (
-        f"Fix the files and run again; {error.implausible} of the problems are implausible "
-        "values: if they are right, load them with --allow-implausible (or give the right "
-        "--load-date)."
-    )
+    hint = error.implausible_hint("load with --allow-implausible (or give the right --load-date)")
+    return f"Fix the files and run again{hint}."
