@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from advertisers.ingestion.contract import FileSpec
-from advertisers.ingestion.plausibility import RowCheck
+from advertisers.ingestion.plausibility import RowCheck, Values
 from advertisers.ingestion.problems import ProblemLog, Source
 from advertisers.ingestion.reading import (
     Block,
@@ -204,13 +204,10 @@ def _check_plausible(
     passed: dict[str, np.ndarray],
     doubts: ProblemLog,
 ) -> None:
-    """Run the file's plausibility checks on the rows whose columns they read are well formed."""
+    """Run the file's plausibility checks over the block's well-formed values."""
+    values = Values(block.batch, passed)
     for check in spec.checks:
-        usable = np.logical_and.reduce([passed[name] for name in check.columns])
-        rows = np.flatnonzero(usable)
-        if not len(rows):
-            continue
-        bad = rows[check.bad(block.batch, rows)]
+        bad = np.flatnonzero(check.bad(values))
         if len(bad):
             reason_of = partial(_row_reason, check, block.batch, bad)
             order = columns.index(check.column)

@@ -5,8 +5,8 @@ after the load date, stats of an advertiser before it registered. Such a problem
 file like any other, unless the load allows implausible values; then it is a warning and the
 rows are loaded as they are.
 
-Each check reads a block's rows whose every column it uses passed its rule, all at once with
-pyarrow compute; `reason` words one row, only for the problems listed.
+Each check reads a whole block at once with pyarrow compute, skipping the values that failed
+their own rule (already a problem); `reason` words one row, only for the problems listed.
 """
 
 from __future__ import annotations
@@ -21,21 +21,46 @@ import pyarrow.compute as pc
 from advertisers.ingestion.rules import CodeMap, bool_mask, show
 
 
+class Values:
+    """A block's columns as types, converted once for all its checks. A value that failed its
+    own rule is null, and a comparison with a null fails no check."""
+
+    def __init__(self, batch: pa.RecordBatch, passed: dict[str, np.ndarray]) -> None:
+        self.batch = batch
+        self._passed = passed
+        self._typed: dict[tuple[str, pa.DataType], pa.Array] = {}
+
+    def text(self, column: str) -> pa.Array:
+        values, passed = self.batch.column(column), self._passed[column]
+        return values if passed.all() else pc.if_else(pa.array(passed), values, None)
+
+    def typed(self, column: str, kind: pa.DataType) -> pa.Array:
+        key = (column, kind)
+        if key not in self._typed:
+            self._typed[key] = pc.cast(self.text(column), kind)
+        return self._typed[key]
+
+    def dates(self, column: str) -> pa.Array:
+        return self.typed(column, pa.date32())
+
+    def counts(self, column: str) -> pa.Array:
+        return self.typed(column, pa.int64())
+
+
 class RowCheck:
-    """`bad` returns the positions, among `rows` of the batch, that fail; `reason` words one."""
+    """`bad` flags the rows of a block that fail; `reason` words one of them."""
 
     column: str  # where a problem is reported
-    columns: tuple[str, ...]  # every column it reads
 
-    def bad(self, batch: pa.RecordBatch, rows: np.ndarray) -> np.ndarray:
+    def bad(self, values: Values) -> np.ndarray:
         raise NotImplementedError
 
     def reason(self, batch: pa.RecordBatch, row: int) -> str:
         raise NotImplementedError
 
 
-def _taken(batch: pa.RecordBatch, column: str, rows: np.ndarray) -> pa.Array:
-    return pc.take(batch.column(column), pa.array(rows))
+def _failed(comparison: pa.Array) -> np.ndarray:
+    return bool_mask(pc.fill_null(comparison, False))
 
 
 def _date(batch: pa.RecordBatch, column: str, row: int) -> str:
@@ -48,15 +73,11 @@ class NotAfter(RowCheck):
 
     column: str
     latest: date
-    why: str  # the plain reason, e.g. "no day of stats is in the future"
+    why: str  # the plain reason, e.g. "no day of stats can be in the future"
 
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return (self.column,)
-
-    def bad(self, batch: pa.RecordBatch, rows: np.ndarray) -> np.ndarray:
-        days = pc.cast(_taken(batch, self.column, rows), pa.date32())
-        return bool_mask(pc.greater(days, pa.scalar(self.latest, pa.date32())))
+    def bad(self, values: Values) -> np.ndarray:
+        latest = pa.scalar(self.latest, pa.date32())
+        return _failed(pc.greater(values.dates(self.column), latest))
 
     def reason(self, batch: pa.RecordBatch, row: int) -> str:
         return f"{_date(batch, self.column, row)} is after the load date {self.latest}; {self.why}"
@@ -69,16 +90,11 @@ class NotMore(RowCheck):
     column: str
     than: str
 
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return (self.column, self.than)
-
-    def bad(self, batch: pa.RecordBatch, rows: np.ndarray) -> np.ndarray:
-        counts = [pc.cast(_taken(batch, c, rows), pa.int64()) for c in self.columns]
-        return bool_mask(pc.greater(*counts))
+    def bad(self, values: Values) -> np.ndarray:
+        return _failed(pc.greater(values.counts(self.column), values.counts(self.than)))
 
     def reason(self, batch: pa.RecordBatch, row: int) -> str:
-        mine, other = (batch.column(c)[row].as_py() for c in self.columns)
+        mine, other = (batch.column(c)[row].as_py() for c in (self.column, self.than))
         return (
             f"{mine} {self.column} but {other} {self.than}; {self.column} cannot exceed {self.than}"
         )
@@ -95,14 +111,9 @@ class NotBeforeStart(RowCheck):
     what: str  # "scenario"
     began: str  # "was launched"
 
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return (self.column, self.code_column)
-
-    def bad(self, batch: pa.RecordBatch, rows: np.ndarray) -> np.ndarray:
-        days = pc.cast(_taken(batch, self.column, rows), pa.date32())
-        since = self.codes.since_for(_taken(batch, self.code_column, rows))
-        return bool_mask(pc.fill_null(pc.less(days, since), False))
+    def bad(self, values: Values) -> np.ndarray:
+        since = self.codes.since_for(values.text(self.code_column))
+        return _failed(pc.less(values.dates(self.column), since))
 
     def reason(self, batch: pa.RecordBatch, row: int) -> str:
         code = batch.column(self.code_column)[row].as_py()
