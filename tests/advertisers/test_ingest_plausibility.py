@@ -304,3 +304,16 @@ def test_the_command_loads_implausible_values_when_allowed_and_prints_them(impla
 def test_the_command_refuses_a_load_date_that_is_not_a_date(implausible_dir):
     with pytest.raises(CommandError, match="--load-date '2024-7-1' is not a date"):
         call_command("ingest", str(implausible_dir), "--load-date", "2024-7-1")
+
+
+def test_it_loads_a_world_simulated_past_today_on_the_day_simulate_names(tmp_path, capsys):
+    end = timezone.localdate() + dt.timedelta(days=30)
+    call_command("simulate", advertisers=20, days=14, seed=2, out=tmp_path, end_date=end)
+    hint = capsys.readouterr().out.splitlines()[-1]
+
+    with pytest.raises(CommandError, match="implausible values"):
+        call_command("ingest", str(tmp_path), "--no-progress")  # today is before its last days
+    call_command("ingest", str(tmp_path), "--no-progress", "--load-date", end.isoformat())
+
+    assert hint == f"load it with: manage.py ingest {tmp_path} --load-date {end}"
+    assert DailyStat.objects.latest("date").date == end
