@@ -73,6 +73,7 @@ def data_load(*, advertisers: int, days: int, rebuild: bool) -> None:
             scenarios=files["scenarios"],
             advertisers=files["advertisers"],
             stats=files["daily_stats"],
+            load_date=world.end_date,
         )
     print(
         f"loaded {DailyStat.objects.count():,} daily stats in {time.perf_counter() - started:.1f}s"

@@ -154,7 +154,7 @@ def lab_run(config: LabConfig, *, progress: Progress = print) -> LabResult:
     world_dir = config.out / f"world-{config.seed}"
     if not config.reuse_models:
         stages.run("simulate", lambda: _simulate(config, world_dir))
-        stages.run("ingest", lambda: call_command("ingest", str(world_dir), no_progress=True))
+        stages.run("ingest", lambda: _ingest_world(world_dir))
         stages.run("train", lambda: _train(config))
     stages.run("predict", _predict)
     exploration = stages.run("exploration week", lambda: _exploration(config, world_dir))
@@ -179,6 +179,12 @@ def _simulate(config: LabConfig, world_dir: Path) -> None:
         seed=config.seed,
         out=str(world_dir),
     )
+
+
+def _ingest_world(world_dir: Path) -> None:
+    # The world's last simulated day is the lab's "today": its dates may be past the real one.
+    load_date = _world(world_dir).end_date
+    call_command("ingest", str(world_dir), no_progress=True, load_date=load_date)
 
 
 def _world(world_dir: Path):  # -> World
@@ -228,7 +234,7 @@ def _advance(world_dir: Path, days: int, tasks: list[int]) -> tuple[np.ndarray, 
     ids = np.array([r[0] for r in rows], dtype=np.int64)
     accepted = ids[advanced.responded] if len(ids) else ids
     tasks_transition_bulk(task_ids=accepted.tolist(), to=TaskState.ACCEPTED, actor="lab-push")
-    call_command("ingest", stats=str(out_file), no_progress=True)
+    call_command("ingest", stats=str(out_file), no_progress=True, load_date=world.end_date)
     call_command("settle")
     return accepted, out_file
 

@@ -105,7 +105,7 @@ def experiment_run(*, world_dir: Path, targets_per_arm: int):
         f"simulated {result.start_date} .. {result.end_date}: "
         f"{int(result.responded.sum())} of {len(tasks)} targeted advertisers took their task up"
     )
-    call_command("ingest", stats=str(window_file), no_progress=True)
+    call_command("ingest", stats=str(window_file), no_progress=True, load_date=world.end_date)
     call_command("settle")
     experiment.refresh_from_db()
     experiment_analyse(experiment=experiment, today=experiment.evaluation_end + timedelta(days=1))
@@ -141,6 +141,8 @@ def main() -> int:
 
     from django.core.management import call_command
 
+    from advertisers.simulator import World
+
     started = time.monotonic()
     stage("Migrate a fresh embedded database")
     call_command("migrate", verbosity=0)
@@ -156,7 +158,9 @@ def main() -> int:
     )
 
     stage("Ingest")
-    call_command("ingest", str(world_dir))
+    # The simulated world's last day is the demo's "today" (its dates may be past the real one).
+    world_end = World.load(world_dir / "world.npz").end_date
+    call_command("ingest", str(world_dir), load_date=world_end)
 
     stage("Summary")
     call_command("summary")

@@ -74,6 +74,11 @@ class AdvertiserAdmin(UploadLinkMixin, admin.ModelAdmin):
     date_hierarchy = "registered_on"
 
 
+def _upload_fix(error: IngestError) -> str:
+    hint = error.implausible_hint("tick 'Allow implausible' to load anyway")
+    return f"Fix the files and upload again{hint}."
+
+
 @admin.register(DailyStat)
 class DailyStatAdmin(UploadLinkMixin, admin.ModelAdmin):
     list_display = (
@@ -125,13 +130,16 @@ class DailyStatAdmin(UploadLinkMixin, admin.ModelAdmin):
                     report = ingest_files(
                         **form.save_files(Path(folder)),
                         ignore_unknown_columns=form.cleaned_data["ignore_unknown_columns"],
+                        allow_implausible=form.cleaned_data["allow_implausible"],
                     )
                 except IngestError as error:
-                    messages.error(request, f"Rejected: {error}. Fix the files and upload again.")
+                    messages.error(request, f"Rejected: {error}. {_upload_fix(error)}")
                     for line in error.lines():
                         messages.error(request, line)
                 else:
                     messages.success(request, report.summary())
+                    for line in report.warnings:
+                        messages.warning(request, f"Loaded anyway: {line}")
                     return redirect("admin:advertisers_dailystat_changelist")
         context = {
             **self.admin_site.each_context(request),

@@ -1,4 +1,4 @@
-"""The admin's upload form: the same three optional files and option as `manage.py ingest`."""
+"""The admin's upload form: the same three optional files and options as `manage.py ingest`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,13 @@ class DataUploadForm(forms.Form):
     ignore_unknown_columns = forms.BooleanField(
         required=False,
         help_text="Skip columns the data contract does not define instead of rejecting the file.",
+    )
+    allow_implausible = forms.BooleanField(
+        required=False,
+        help_text=(
+            "Load implausible values (clicks above impressions, a date after today, stats before "
+            "a launch or a registration) and list them as warnings instead of rejecting the file."
+        ),
     )
 
     def clean(self) -> dict:

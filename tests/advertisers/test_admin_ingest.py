@@ -123,6 +123,37 @@ def test_it_passes_the_ignore_unknown_columns_choice(admin_client):
     assert Scenario.objects.filter(code="search").exists()
 
 
+def implausible_upload() -> dict[str, SimpleUploadedFile]:
+    """Ten clicks out of nine impressions."""
+    stats = STATS_HEADER + "a1,search,2024-06-01,9,10,2.50,0,1,0,0,0\n"
+    return {**good_upload(), "stats": upload("daily_stats.csv", stats)}
+
+
+def test_it_rejects_implausible_values_and_names_the_checkbox(admin_client):
+    response = admin_client.post(reverse(UPLOAD_URL), implausible_upload())
+
+    assert response.status_code == 200
+    assert texts(response) == [
+        "Rejected: 1 problem; nothing was stored. Fix the files and upload again; 1 is an "
+        "implausible value: if it is right, tick 'Allow implausible' to load anyway.",
+        "daily_stats.csv:2: clicks: 10 clicks but 9 impressions; clicks cannot exceed impressions",
+    ]
+    assert DailyStat.objects.count() == 0
+
+
+def test_it_loads_implausible_values_with_warnings_when_allowed(admin_client):
+    response = admin_client.post(
+        reverse(UPLOAD_URL), {**implausible_upload(), "allow_implausible": "on"}
+    )
+
+    assert response.status_code == 302
+    assert texts(response)[1:] == [
+        "Loaded anyway: daily_stats.csv:2: clicks: 10 clicks but 9 impressions; "
+        "clicks cannot exceed impressions"
+    ]
+    assert DailyStat.objects.get().clicks == 10
+
+
 def test_it_asks_for_at_least_one_file(admin_client):
     response = admin_client.post(reverse(UPLOAD_URL), {})
 

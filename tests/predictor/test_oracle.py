@@ -25,7 +25,10 @@ def world(db, tmp_path: Path) -> Path:
     world = simulate(advertisers=ADVERTISERS, days=DAYS, seed=SEED)
     files = world.write(tmp_path / "data")
     ingest_files(
-        scenarios=files["scenarios"], advertisers=files["advertisers"], stats=files["daily_stats"]
+        scenarios=files["scenarios"],
+        advertisers=files["advertisers"],
+        stats=files["daily_stats"],
+        load_date=world.end_date,
     )
     return world.save(tmp_path / "data" / "world.npz")
 
@@ -85,7 +88,7 @@ def test_the_command_names_a_world_file_that_is_not_one(world: Path, tmp_path: P
 def test_it_refuses_days_after_the_simulated_period(world: Path):
     saved = world_load(world)
     advanced = saved.advance(days=7, out_path=world.parent / "week.csv")
-    ingest_files(stats=advanced.path)
+    ingest_files(stats=advanced.path, load_date=advanced.end_date)
     test = dataset_build(window_days=14, n_bins=8).test
     with pytest.raises(OracleError, match=f"evaluate with --end {saved.first_end_date}"):
         oracle_predict(world_load(world), test, horizon_days=7, replicas=2)

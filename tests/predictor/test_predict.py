@@ -33,9 +33,13 @@ TINY = TrainOptions(
 def version(db, tmp_path: Path, settings) -> ModelVersion:
     """An active tiny M2M trained on 30 simulated advertisers over 100 days."""
     settings.ARTIFACT_DIR = tmp_path / "artifacts"
-    files = simulate(advertisers=30, days=100, seed=5).write(tmp_path / "data")
+    world = simulate(advertisers=30, days=100, seed=5)
+    files = world.write(tmp_path / "data")
     ingest_files(
-        scenarios=files["scenarios"], advertisers=files["advertisers"], stats=files["daily_stats"]
+        scenarios=files["scenarios"],
+        advertisers=files["advertisers"],
+        stats=files["daily_stats"],
+        load_date=world.end_date,
     )
     trained = services.model_train(kind="m2m", options=TINY)
     return services.model_version_activate(version=trained)

@@ -48,9 +48,13 @@ TINY = TrainOptions(
 def world(db, tmp_path: Path, settings):
     """30 simulated advertisers over 100 days, loaded through the real ingestion."""
     settings.ARTIFACT_DIR = tmp_path / "artifacts"
-    files = simulate(advertisers=30, days=100, seed=3).write(tmp_path / "data")
+    world = simulate(advertisers=30, days=100, seed=3)
+    files = world.write(tmp_path / "data")
     ingest_files(
-        scenarios=files["scenarios"], advertisers=files["advertisers"], stats=files["daily_stats"]
+        scenarios=files["scenarios"],
+        advertisers=files["advertisers"],
+        stats=files["daily_stats"],
+        load_date=world.end_date,
     )
     return tmp_path
 

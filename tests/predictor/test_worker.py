@@ -35,9 +35,13 @@ TINY = TrainOptions(
 
 def _active_version(tmp_path: Path, settings) -> ModelVersion:
     settings.ARTIFACT_DIR = tmp_path / "artifacts"
-    files = simulate(advertisers=30, days=100, seed=7).write(tmp_path / "data")
+    world = simulate(advertisers=30, days=100, seed=7)
+    files = world.write(tmp_path / "data")
     ingest_files(
-        scenarios=files["scenarios"], advertisers=files["advertisers"], stats=files["daily_stats"]
+        scenarios=files["scenarios"],
+        advertisers=files["advertisers"],
+        stats=files["daily_stats"],
+        load_date=world.end_date,
     )
     return services.model_version_activate(version=services.model_train(kind="m2m", options=TINY))
 

@@ -65,9 +65,13 @@ def demo_world(db: None, tmp_path: Path, settings) -> None:
     """40 simulated advertisers over 100 days, two tiny trained models with their predictions, a
     produced campaign, a started experiment with its arm campaigns, and leased push messages."""
     settings.ARTIFACT_DIR = tmp_path / "artifacts"
-    files = simulate(advertisers=40, days=100, seed=11).write(tmp_path / "data")
+    world = simulate(advertisers=40, days=100, seed=11)
+    files = world.write(tmp_path / "data")
     ingest_files(
-        scenarios=files["scenarios"], advertisers=files["advertisers"], stats=files["daily_stats"]
+        scenarios=files["scenarios"],
+        advertisers=files["advertisers"],
+        stats=files["daily_stats"],
+        load_date=world.end_date,
     )
     _trained("m2m")
     _trained("single_task")

@@ -1,16 +1,29 @@
 """`manage.py ingest DIR` (or --scenarios / --advertisers / --stats FILE): load contract files.
 
 All or nothing: on any problem it prints every problem line (`file:line: column: reason`, the
-first 50 and a count of the rest), stores nothing and exits with status 1.
+first 50 and a count of the rest), stores nothing and exits with status 1. Implausible values
+(a date after --load-date, clicks above impressions, stats before a launch or a registration)
+are problems too, unless --allow-implausible: then they are loaded and printed as warnings.
 """
 
 from __future__ import annotations
 
+import argparse
+from datetime import date
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from advertisers.ingestion import IngestError, contract_files, ingest_files
+from advertisers.ingestion import IngestError, IngestReport, contract_files, ingest_files
+
+
+def _iso_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"--load-date {value!r} is not a date; write it as YYYY-MM-DD, e.g. 2026-10-31."
+        ) from exc
 
 
 class Command(BaseCommand):
@@ -33,6 +46,17 @@ class Command(BaseCommand):
             action="store_true",
             help="skip columns the contract does not define instead of rejecting the file",
         )
+        parser.add_argument(
+            "--load-date",
+            type=_iso_date,
+            help="the day of this load, YYYY-MM-DD (default today): no date may be after it",
+        )
+        parser.add_argument(
+            "--allow-implausible",
+            action="store_true",
+            help="load implausible values (e.g. clicks above impressions) and print them as "
+            "warnings instead of rejecting the file",
+        )
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args, **options) -> None:
@@ -49,9 +73,24 @@ class Command(BaseCommand):
                 **files,
                 ignore_unknown_columns=options["ignore_unknown_columns"],
                 progress=not options["no_progress"],
+                load_date=options["load_date"],
+                allow_implausible=options["allow_implausible"],
             )
         except IngestError as error:
             for line in error.lines():
                 self.stderr.write(line)
-            raise CommandError(f"Rejected: {error}. Fix the files and run again.") from error
+            raise CommandError(f"Rejected: {error}. {_fix(error)}") from error
+        self._warn(report)
         self.stdout.write(self.style.SUCCESS(report.summary()))
+
+    def _warn(self, report: IngestReport) -> None:
+        if not report.warnings:
+            return
+        self.stderr.write(self.style.WARNING("Loaded anyway (--allow-implausible):"))
+        for line in report.warnings:
+            self.stderr.write(line)
+
+
+def _fix(error: IngestError) -> str:
+    hint = error.implausible_hint("load with --allow-implausible (or give the right --load-date)")
+    return f"Fix the files and run again{hint}."

@@ -77,3 +77,5 @@ class Command(BaseCommand):
                 f"in {time.perf_counter() - started:.1f} s"
             )
         )
+        # The world's days may be past the real today, which ingest takes as the load date.
+        self.stdout.write(f"load it with: manage.py ingest {out} --load-date {world.end_date}")
