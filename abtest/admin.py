@@ -24,15 +24,25 @@ from abtest.models import MAX_ARMS, Arm, Assignment, Experiment
 from abtest.selectors import experiment_report
 from campaigns.models import TaskTemplate
 
+ANALYSIS_FIELDS = ("analysis_mode", "sequential_tuning_parameter", "prior_proper", "prior_mean",
+                   "prior_stddev")  # fmt: skip
 CREATE_FIELDS = (
     "key", "hypothesis", "population_filter", "holdout_share", "template_ids", "targets_per_arm",
     "inactivity_threshold", "budget_per_arm", "reward_cap", "pre_period_days", "evaluation_days",
-    "alpha", "winsor_quantile", "expected_relative_lift",
+    "alpha", "winsor_quantile", "expected_relative_lift", *ANALYSIS_FIELDS,
 )  # fmt: skip
 
 
 def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
+
+
+def _with_cuped(part: dict, key: str, spec: str) -> str:
+    """ "9.98% (7.12%)": the plain figure and, where planned, the CUPED-adjusted one."""
+    plain = _fmt(part.get(key), spec)
+    if f"{key}_cuped" not in part:
+        return plain
+    return f"{plain} ({_fmt(part[f'{key}_cuped'], spec)})"
 
 
 def _p(value: float | None) -> str:
@@ -154,6 +164,9 @@ class ExperimentForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        for name in ANALYSIS_FIELDS:
+            if name in self.fields:
+                self.fields[name].required = False
         if "template_ids" not in self.fields:  # read-only once the experiment started
             return
         # The current versions, plus any older version this experiment already uses.
@@ -162,6 +175,16 @@ class ExperimentForm(forms.ModelForm):
             Q(is_current=True) | Q(pk__in=chosen or [])
         ).select_related("scenario")
         self.fields["template_ids"].label_from_instance = _template_label
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("targets_per_arm") is not None and data.get("inactivity_threshold") is not None:
+            raise ValidationError("set targets per arm or an inactivity threshold, not both")
+        # A scripted post may leave the analysis settings out: they keep their defaults.
+        for name in ANALYSIS_FIELDS:
+            if name in self.fields and data.get(name) in (None, ""):
+                data[name] = Experiment._meta.get_field(name).get_default()
+        return data
 
     def clean_population_filter(self) -> dict:
         value = self.cleaned_data["population_filter"] or {}
@@ -178,12 +201,6 @@ class ExperimentForm(forms.ModelForm):
         except ValidationError as exc:
             raise ValidationError(exc.messages) from exc
         return ids
-
-    def clean(self) -> dict:
-        data = super().clean()
-        if data.get("targets_per_arm") is not None and data.get("inactivity_threshold") is not None:
-            raise ValidationError("set targets per arm or an inactivity threshold, not both")
-        return data
 
 
 def _arm_spec(data: dict) -> services.ArmSpec:
@@ -257,6 +274,21 @@ class ExperimentAdmin(admin.ModelAdmin):
     )  # fmt: skip
     actions = ("start_today", "analyse", "analyse_interim", "complete")
 
+    def get_fieldsets(self, request: HttpRequest, obj: Experiment | None = None) -> list:
+        fields = [f for f in self.get_fields(request, obj) if f not in ANALYSIS_FIELDS]
+        return [
+            (None, {"fields": fields}),
+            (
+                "Analysis",
+                {
+                    "fields": ANALYSIS_FIELDS,
+                    "description": "Every report shows the frequentist, sequential and Bayesian "
+                    "results; the mode decides which one the verdicts follow. Pick sequential "
+                    "to look at a running experiment every day, Bayesian for chance to win.",
+                },
+            ),
+        ]
+
     def get_inlines(self, request: HttpRequest, obj: Experiment | None) -> list:
         return [] if obj is None else [ArmInline]  # the service creates the arms
 
@@ -293,18 +325,34 @@ class ExperimentAdmin(admin.ModelAdmin):
                 continue
             rows += [
                 (f"{name}: size per arm", f"{part['n_control']} / {part['n_treatment']}"),
-                (f"{name}: MDE active rate", _fmt(part["mde_active_rate"], ".2%")),
-                (f"{name}: MDE ARPU", _fmt(part["mde_arpu"], ".2%")),
+                (f"{name}: MDE active rate (CUPED)", _with_cuped(part, "mde_active_rate", ".2%")),
+                (f"{name}: MDE ARPU (CUPED)", _with_cuped(part, "mde_arpu", ".2%")),
                 (
                     f"{name}: power at {plan['expected_relative_lift']:.0%} lift "
                     "(active rate / ARPU)",
                     f"{part['power_active_rate']:.0%} / {part['power_arpu']:.0%}",
                 ),
             ]
+            if "power_arpu_cuped" in part:
+                rows.append(
+                    (
+                        f"{name}: power with CUPED",
+                        f"{part['power_active_rate_cuped']:.0%} / {part['power_arpu_cuped']:.0%}",
+                    )
+                )
         rows += [
             ("baseline active rate", _fmt(plan.get("active_rate"), ".2%")),
             ("baseline ARPU", _fmt(plan.get("arpu"), ".2f")),
         ]
+        r_squared = plan.get("r_squared")
+        if r_squared:
+            window = " to ".join(plan.get("cuped_window") or []) or "-"
+            rows.append(
+                (
+                    f"pre-period R^2 (active rate / ARPU), {window}",
+                    f"{r_squared['active_rate']:.3f} / {r_squared['arpu']:.3f}",
+                )
+            )
         return format_html(
             "<table>{}</table>",
             format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
@@ -322,8 +370,9 @@ class ExperimentAdmin(admin.ModelAdmin):
             self.message_user(
                 request,
                 f"Planned {itt.get('n_control')} / {itt.get('n_treatment')} advertisers per arm: "
-                f"minimum detectable lift {_fmt(itt.get('mde_active_rate'), '.2%')} in active "
-                f"rate and {_fmt(itt.get('mde_arpu'), '.2%')} in ARPU (80% power).",
+                f"minimum detectable lift {_with_cuped(itt, 'mde_active_rate', '.2%')} in active "
+                f"rate and {_with_cuped(itt, 'mde_arpu', '.2%')} in ARPU (80% power; with CUPED "
+                "in brackets).",
                 messages.INFO,
             )
             return
