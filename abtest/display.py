@@ -194,8 +194,6 @@ def cost_per_incremental(report: dict) -> list[dict]:
     """Extra reward per extra active advertiser with its interval, or why there is none."""
     out = []
     for key, entry in (report.get("cost_per_incremental_active") or {}).items():
-        if not isinstance(entry, dict):  # a report frozen when this was a bare number
-            entry = {"value": entry, "not_estimable": None if entry is not None else "n/a"}
         population = entry.get("population", "")
         out.append(
             {

@@ -337,10 +337,27 @@ def _definitions(experiment: Experiment) -> list[dict]:
     return analysis.metric_definitions(window=window, scope=scope)
 
 
+def _frozen_report_upgrade(report: dict) -> dict:
+    """A report frozen before the cost per incremental active had an interval kept it as a
+    bare number per key: shown now as an estimate without an interval, with the reason."""
+    costs = report.get("cost_per_incremental_active") or {}
+    if all(isinstance(entry, dict) for entry in costs.values()):
+        return report
+    upgraded = {}
+    for key, entry in costs.items():
+        if not isinstance(entry, dict):
+            entry = {"arm": key, "reference": "", "population": "", "value": entry, "se": None,
+                     "ci_low": None, "ci_high": None, "p_value": None,
+                     "not_estimable": "frozen before intervals were computed"
+                     if entry is not None else "the active rate did not increase"}  # fmt: skip
+        upgraded[key] = entry
+    return {**report, "cost_per_incremental_active": upgraded}
+
+
 def experiment_report(*, experiment: Experiment, use_frozen: bool = True) -> dict:
     """The full report as JSON-ready data; a completed experiment returns its frozen copy."""
     if use_frozen and experiment.status == Experiment.Status.COMPLETED and experiment.report:
-        return experiment.report
+        return _frozen_report_upgrade(experiment.report)
     header = _experiment_header(experiment)
     if experiment.start_date is None:
         return {"experiment": header, "arms": _arms_summary(experiment), "rows": [],

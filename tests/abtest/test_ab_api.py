@@ -92,3 +92,17 @@ def test_it_returns_the_ratio_metric_and_the_cost_with_its_reason(experiment):
     assert set(cost) == {"arm", "reference", "population", "value", "se", "ci_low", "ci_high",
                          "p_value", "not_estimable"}  # fmt: skip
     assert cost["not_estimable"]  # nobody was active: no rise, no interval
+
+
+def test_it_serves_a_report_frozen_before_the_cost_had_an_interval(experiment):
+    from abtest.models import Experiment
+
+    frozen = client_with(["ops"]).get(URL.format(key=experiment.key)).json()
+    frozen["cost_per_incremental_active"] = {"m2m_vs_control_itt": 12.5,
+                                             "m2m_vs_control_targeted": None}  # fmt: skip
+    Experiment.objects.filter(pk=experiment.pk).update(status="completed", report=frozen)
+    body = client_with(["ops"]).get(URL.format(key=experiment.key)).json()
+    cost = body["cost_per_incremental_active"]
+    assert cost["m2m_vs_control_itt"]["value"] == 12.5
+    assert cost["m2m_vs_control_itt"]["ci_low"] is None
+    assert cost["m2m_vs_control_targeted"]["not_estimable"] == "the active rate did not increase"
