@@ -19,102 +19,18 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from abtest import analysis, charts, services
+from abtest import analysis, charts, display, services
 from abtest.models import MAX_ARMS, Arm, Assignment, Experiment
 from abtest.selectors import experiment_report
 from campaigns.models import TaskTemplate
 
+ANALYSIS_FIELDS = ("analysis_mode", "sequential_tuning_parameter", "prior_proper", "prior_mean",
+                   "prior_stddev")  # fmt: skip
 CREATE_FIELDS = (
     "key", "hypothesis", "population_filter", "holdout_share", "template_ids", "targets_per_arm",
     "inactivity_threshold", "budget_per_arm", "reward_cap", "pre_period_days", "evaluation_days",
-    "alpha", "winsor_quantile", "expected_relative_lift",
+    "alpha", "winsor_quantile", "expected_relative_lift", *ANALYSIS_FIELDS,
 )  # fmt: skip
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def _p(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return "<0.0001" if value < 0.0001 else f"{value:.4f}"
-
-
-def _variant(row: dict) -> str:
-    parts = ["CUPED"] if row["adjustment"] == "cuped" else []
-    parts += ["capped"] if row["capped"] else []
-    return " + ".join(parts) or "unadjusted"
-
-
-def _interval(estimate: dict, spec: str) -> str:
-    return f"[{_fmt(estimate.get('ci_low'), spec)}, {_fmt(estimate.get('ci_high'), spec)}]"
-
-
-def display_rows(report: dict) -> list[dict]:
-    """The summary table's cells as shown (the browser test reads these back)."""
-    out = []
-    for row in report.get("rows", []):
-        mean_spec = ".2%" if row["type"] == "proportion" else ".4f"
-        absolute = row["absolute"] or {}
-        relative = row["relative"] or {}
-        p_of = row.get("p_value_of", "relative" if row["relative"] else "absolute")
-        out.append(
-            {
-                "id": analysis.row_id({"arm": row.get("arm", "treatment"), **row}),
-                "arm": row.get("arm", "treatment"),
-                "label": row["label"],
-                "population": row["population"],
-                "variant": _variant(row),
-                "primary": row["primary"],
-                "control": _fmt(row["control"]["mean"], mean_spec),
-                "treatment": _fmt(row["treatment"]["mean"], mean_spec),
-                "absolute": _fmt(absolute.get("value"), "+.4f"),
-                "relative": _fmt(relative.get("value"), "+.2%"),
-                "ci": _interval(relative, "+.2%") if p_of == "relative" else _interval(absolute,
-                                                                                      "+.4f"),
-                "p_of": p_of,
-                "p_value": _p(row["p_value"]),
-                "p_value_holm": _p(row["p_value_holm"]),
-                "significant": row["significant"],
-                "not_estimable": row.get("not_estimable"),
-                "relative_not_estimable": row.get("relative_not_estimable"),
-                "n": f"{row['control']['n']} / {row['treatment']['n']}",
-                "adjustment": row["adjustment"],
-                "capped": row["capped"],
-                "has_cuped": row["metric"] in _CUPED_METRICS,
-                "cappable": row["metric"] in _CAPPABLE_METRICS,
-            }
-        )  # fmt: skip
-    return out
-
-
-_CUPED_METRICS = {metric.key for metric in analysis.METRICS if metric.pre is not None}
-_CAPPABLE_METRICS = {metric.key for metric in analysis.METRICS if metric.cappable}
-
-
-def _ci(estimate: dict | None, spec: str) -> str:
-    if not estimate or estimate.get("value") is None:
-        return "n/a"
-    return f"{format(estimate['value'], spec)} {_interval(estimate, spec)}"
-
-
-def display_incremental(report: dict) -> list[dict]:
-    """The incremental-effects table's cells: each figure with its 95% interval."""
-    section = report.get("incremental_vs_no_task_arm") or {}
-    return [
-        {
-            "arm": arm["arm"],
-            "n": arm["n"],
-            "reward_spent": arm["reward_spent"],
-            "active": _ci(arm["incremental_active"], "+.1f"),
-            "net_revenue": _ci(arm["incremental_net_revenue"], "+,.2f"),
-            "active_per_1000": _ci(arm["incremental_active_per_1000"], "+.2f"),
-            "net_revenue_per_1000": _ci(arm["incremental_net_revenue_per_1000"], "+,.2f"),
-            "not_estimable": arm["not_estimable"],
-        }
-        for arm in section.get("arms", [])
-    ]
 
 
 def _template_label(template: TaskTemplate) -> str:
@@ -154,6 +70,9 @@ class ExperimentForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        for name in ANALYSIS_FIELDS:
+            if name in self.fields:
+                self.fields[name].required = False
         if "template_ids" not in self.fields:  # read-only once the experiment started
             return
         # The current versions, plus any older version this experiment already uses.
@@ -162,6 +81,16 @@ class ExperimentForm(forms.ModelForm):
             Q(is_current=True) | Q(pk__in=chosen or [])
         ).select_related("scenario")
         self.fields["template_ids"].label_from_instance = _template_label
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("targets_per_arm") is not None and data.get("inactivity_threshold") is not None:
+            raise ValidationError("set targets per arm or an inactivity threshold, not both")
+        # A scripted post may leave the analysis settings out: they keep their defaults.
+        for name in ANALYSIS_FIELDS:
+            if name in self.fields and data.get(name) in (None, ""):
+                data[name] = Experiment._meta.get_field(name).get_default()
+        return data
 
     def clean_population_filter(self) -> dict:
         value = self.cleaned_data["population_filter"] or {}
@@ -178,12 +107,6 @@ class ExperimentForm(forms.ModelForm):
         except ValidationError as exc:
             raise ValidationError(exc.messages) from exc
         return ids
-
-    def clean(self) -> dict:
-        data = super().clean()
-        if data.get("targets_per_arm") is not None and data.get("inactivity_threshold") is not None:
-            raise ValidationError("set targets per arm or an inactivity threshold, not both")
-        return data
 
 
 def _arm_spec(data: dict) -> services.ArmSpec:
@@ -257,6 +180,21 @@ class ExperimentAdmin(admin.ModelAdmin):
     )  # fmt: skip
     actions = ("start_today", "analyse", "analyse_interim", "complete")
 
+    def get_fieldsets(self, request: HttpRequest, obj: Experiment | None = None) -> list:
+        fields = [f for f in self.get_fields(request, obj) if f not in ANALYSIS_FIELDS]
+        return [
+            (None, {"fields": fields}),
+            (
+                "Analysis",
+                {
+                    "fields": ANALYSIS_FIELDS,
+                    "description": "Every report shows the frequentist, sequential and Bayesian "
+                    "results; the mode decides which one the verdicts follow. Pick sequential "
+                    "to look at a running experiment every day, Bayesian for chance to win.",
+                },
+            ),
+        ]
+
     def get_inlines(self, request: HttpRequest, obj: Experiment | None) -> list:
         return [] if obj is None else [ArmInline]  # the service creates the arms
 
@@ -293,18 +231,37 @@ class ExperimentAdmin(admin.ModelAdmin):
                 continue
             rows += [
                 (f"{name}: size per arm", f"{part['n_control']} / {part['n_treatment']}"),
-                (f"{name}: MDE active rate", _fmt(part["mde_active_rate"], ".2%")),
-                (f"{name}: MDE ARPU", _fmt(part["mde_arpu"], ".2%")),
+                (
+                    f"{name}: MDE active rate (CUPED)",
+                    display.with_cuped(part, "mde_active_rate", ".2%"),
+                ),
+                (f"{name}: MDE ARPU (CUPED)", display.with_cuped(part, "mde_arpu", ".2%")),
                 (
                     f"{name}: power at {plan['expected_relative_lift']:.0%} lift "
                     "(active rate / ARPU)",
                     f"{part['power_active_rate']:.0%} / {part['power_arpu']:.0%}",
                 ),
             ]
+            if "power_arpu_cuped" in part:
+                rows.append(
+                    (
+                        f"{name}: power with CUPED",
+                        f"{part['power_active_rate_cuped']:.0%} / {part['power_arpu_cuped']:.0%}",
+                    )
+                )
         rows += [
-            ("baseline active rate", _fmt(plan.get("active_rate"), ".2%")),
-            ("baseline ARPU", _fmt(plan.get("arpu"), ".2f")),
+            ("baseline active rate", display.fmt(plan.get("active_rate"), ".2%")),
+            ("baseline ARPU", display.fmt(plan.get("arpu"), ".2f")),
         ]
+        r_squared = plan.get("r_squared")
+        if r_squared:
+            window = " to ".join(plan.get("cuped_window") or []) or "-"
+            rows.append(
+                (
+                    f"pre-period R^2 (active rate / ARPU), {window}",
+                    f"{r_squared['active_rate']:.3f} / {r_squared['arpu']:.3f}",
+                )
+            )
         return format_html(
             "<table>{}</table>",
             format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
@@ -319,11 +276,13 @@ class ExperimentAdmin(admin.ModelAdmin):
             obj.pk = created.pk
             obj.refresh_from_db()
             itt = obj.plan.get("itt", {})
+            cuped = display.with_cuped
             self.message_user(
                 request,
                 f"Planned {itt.get('n_control')} / {itt.get('n_treatment')} advertisers per arm: "
-                f"minimum detectable lift {_fmt(itt.get('mde_active_rate'), '.2%')} in active "
-                f"rate and {_fmt(itt.get('mde_arpu'), '.2%')} in ARPU (80% power).",
+                f"minimum detectable lift {cuped(itt, 'mde_active_rate', '.2%')} in active "
+                f"rate and {cuped(itt, 'mde_arpu', '.2%')} in ARPU (80% power; with CUPED "
+                "in brackets).",
                 messages.INFO,
             )
             return
@@ -408,8 +367,13 @@ class ExperimentAdmin(admin.ModelAdmin):
             "title": f"Report: {experiment.key}",
             "experiment": experiment,
             "report": report,
-            "rows": display_rows(report),
-            "incremental": display_incremental(report),
+            "rows": display.rows(report),
+            "mode": display.mode(report),
+            "view_choices": [*display.MODE_LABELS.items(), ("all", "all three")],
+            "decisive": f"{1 - experiment.alpha:.0%}",
+            "arm_table": display.arm_table(report),
+            "cost_per_incremental": display.cost_per_incremental(report),
+            "incremental": display.incremental(report),
             "control_arm": next(
                 (a["name"] for a in report.get("arms", []) if a["role"] == Arm.Role.CONTROL), "-"
             ),

@@ -13,7 +13,21 @@ CUPED-adjusted; with a winsorisation quantile set, the money and count metrics a
 capped. Holm's correction runs within one (population, adjustment, capping) block over all
 treatment arms x metrics, with the primary metrics (active rate, ARPU) as one family (the
 decision) and the secondary metrics as another, so a row's `significant` accounts for every
-other arm and metric of its family.
+other arm and metric of its family; Benjamini-Hochberg's false discovery rate is shown beside.
+
+Revenue per active advertiser is a ratio metric (sum of expenditure over the number of active
+advertisers), compared by the delta method; it has no CUPED row.
+
+Each row holds three analyses of the same sufficient statistics:
+
+- frequentist (the row's top level): fixed-horizon Welch t, valid when looked at once;
+- `sequential`: gbstats' always-valid confidence sequences with the experiment's tuning
+  parameter, Holm/BH-corrected like the fixed-horizon p-values, valid however often ops
+  staff look at a running experiment;
+- `bayesian`: gbstats' Gaussian effect-size engine with the experiment's prior on the
+  relative lift: posterior mean, credible interval, chance to win and risk (expected loss).
+
+The experiment's analysis mode picks which one a row's `significant` and the verdicts follow.
 """
 
 from __future__ import annotations
@@ -22,7 +36,7 @@ import csv
 import io
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,6 +45,8 @@ from abtest import stats
 CONTROL, TREATMENT, HOLDOUT = 1, 2, 0
 HOLDOUT_NAME = "holdout"
 POPULATIONS = ("targeted", "itt")
+FREQUENTIST, SEQUENTIAL, BAYESIAN = "frequentist", "sequential", "bayesian"
+MODES = (FREQUENTIST, SEQUENTIAL, BAYESIAN)
 # The row a verdict reads: whole arms (unbiased), CUPED-adjusted (the most power), uncapped.
 DECISION_ROW = {"population": "itt", "adjustment": "cuped", "capped": False}
 
@@ -79,6 +95,14 @@ class MetricDef:
     primary: bool = False
     numerator: str = ""
     denominator: str = "advertisers assigned to the group (targeted or whole arm)"
+    # A ratio metric sum(value) / sum(per) over the group's advertisers (delta method).
+    per: Callable[[AdvertiserMetrics], np.ndarray] | None = None
+
+    @property
+    def type(self) -> str:
+        if self.per is not None:
+            return "ratio"
+        return "proportion" if self.proportion else "mean"
 
 
 METRICS: tuple[MetricDef, ...] = (
@@ -97,6 +121,10 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("net_arpu", "Net ARPU after rewards", False, lambda m: m.spend - m.reward,
               lambda m: m.pre_spend, cappable=True,
               numerator="expenditure minus rewards of completed tasks"),
+    MetricDef("revenue_per_active", "Revenue per active advertiser", False, lambda m: m.spend,
+              None, cappable=False, numerator="expenditure",
+              denominator="advertisers with at least one day of positive expenditure",
+              per=lambda m: m.active),
 )  # fmt: skip
 
 
@@ -106,7 +134,7 @@ def metric_definitions(*, window: str, scope: str) -> list[dict]:
         {
             "metric": metric.key,
             "label": metric.label,
-            "type": "proportion" if metric.proportion else "mean",
+            "type": metric.type,
             "primary": metric.primary,
             "numerator": metric.numerator,
             "denominator": metric.denominator,
@@ -179,37 +207,100 @@ def _mde(summary: stats.Summary, n_treatment: int, alpha: float) -> float | None
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """The experiment's analysis mode (what verdicts follow) and its two engines' parameters."""
+
+    mode: str = FREQUENTIST
+    tuning: float = stats.DEFAULT_SEQUENTIAL_TUNING
+    prior: stats.GaussianPrior = field(default_factory=stats.GaussianPrior)
+
+
+def _compare(
+    metric: MetricDef, moments: tuple, *, cuped: bool, alpha: float
+) -> tuple[stats.Comparison, float | None, float | None]:
+    """The fixed-horizon comparison, CUPED's theta, and the unadjusted control mean that a
+    Bayesian prior on the relative lift is rescaled by (None: the comparison's own)."""
+    a, b = moments
+    if metric.per is not None:
+        return stats.compare_ratio(a, b, alpha=alpha, metric=metric.key), None, None
+    if cuped:
+        comparison, theta = stats.compare_cuped(
+            a, b, proportion=metric.proportion, alpha=alpha, metric=metric.key
+        )
+        return comparison, theta, (a.sum_y / a.n if a.n else math.nan)
+    summaries = (m.summary(proportion=metric.proportion) for m in moments)
+    return stats.compare(*summaries, alpha=alpha), None, None
+
+
+def _posterior_dict(result: stats.BayesianResult | None) -> dict | None:
+    if result is None:
+        return None
+    return {
+        "value": _clean(result.expected),  # the posterior mean
+        "sd": _clean(result.sd),
+        "ci_low": _clean(result.ci_low),
+        "ci_high": _clean(result.ci_high),
+        "chance_to_win": _clean(result.chance_to_win),
+        "risk_control": _clean(result.risk_control),
+        "risk_treatment": _clean(result.risk_treatment),
+    }
+
+
+def _sequential_section(
+    comparison: stats.Comparison, p_of: str, *, alpha: float, tuning: float
+) -> dict:
+    sequential = stats.compare_sequential(comparison, alpha=alpha, tuning=tuning)
+    headline = sequential.relative if p_of == "relative" else sequential.absolute
+    return {
+        "absolute": _estimate_dict(sequential.absolute),
+        "relative": _estimate_dict(sequential.relative),
+        "p_value": None if comparison.not_estimable else _clean(headline.p_value),
+        "tuning": tuning,
+    }
+
+
+def _bayesian_section(
+    comparison: stats.Comparison,
+    p_of: str,
+    *,
+    alpha: float,
+    prior: stats.GaussianPrior,
+    baseline: float | None,
+) -> dict:
+    """Posteriors of both lifts; decisive (`significant`) when the chance to win is at least
+    1 - alpha or at most alpha (GrowthBook's 95% / 5% at alpha 0.05). No multiplicity
+    correction: gbstats applies none to chance to win."""
+    bayes = stats.compare_bayesian(comparison, prior=prior, alpha=alpha, baseline=baseline)
+    headline = bayes.relative if p_of == "relative" else bayes.absolute
+    chance = None if headline is None else _clean(headline.chance_to_win)
+    return {
+        "absolute": _posterior_dict(bayes.absolute),
+        "relative": _posterior_dict(bayes.relative),
+        "chance_to_win": chance,
+        "significant": chance is not None and (chance >= 1 - alpha or chance <= alpha),
+        "prior": {"proper": prior.proper, "mean": prior.mean, "stddev": math.sqrt(prior.variance)},
+    }
+
+
 def _row(
     metric: MetricDef,
-    moments: tuple[stats.Moments, stats.Moments],
+    moments: tuple,
     *,
     cuped: bool,
     alpha: float,
+    settings: AnalysisSettings,
 ) -> dict:
-    moments_a, moments_b = moments
-    theta = None
-    if cuped:
-        comparison, theta = stats.compare_cuped(
-            moments_a, moments_b, proportion=metric.proportion, alpha=alpha, metric=metric.key
-        )
-    else:
-        a_sum = moments_a.summary(proportion=metric.proportion)
-        b_sum = moments_b.summary(proportion=metric.proportion)
-        comparison = stats.compare(a_sum, b_sum, alpha=alpha)
-    not_estimable = getattr(comparison, "not_estimable", None)
-    relative_not_estimable = getattr(comparison, "relative_not_estimable", None)
-    if not_estimable is None and (comparison.control.n < 2 or comparison.treatment.n < 2):
-        not_estimable = (
-            f"too few advertisers to test: control n={comparison.control.n}, treatment "
-            f"n={comparison.treatment.n} (need 2 per arm)"
-        )
+    """One comparison with its fixed-horizon (top level), sequential and Bayesian results."""
+    comparison, theta, baseline = _compare(metric, moments, cuped=cuped, alpha=alpha)
+    not_estimable = comparison.not_estimable
     # The relative lift is the headline (as in gbstats); absolute when it is not estimable.
     p_of = "relative" if comparison.relative is not None else "absolute"
     headline = comparison.relative or comparison.absolute
     return {
         "metric": metric.key,
         "label": metric.label,
-        "type": "proportion" if metric.proportion else "mean",
+        "type": metric.type,
         "primary": metric.primary,
         "control": {"n": comparison.control.n, "mean": _clean(comparison.control.mean)},
         "treatment": {"n": comparison.treatment.n, "mean": _clean(comparison.treatment.mean)},
@@ -218,21 +309,41 @@ def _row(
         "p_value": None if not_estimable else _clean(headline.p_value),
         "p_value_of": p_of,
         "not_estimable": not_estimable,
-        "relative_not_estimable": relative_not_estimable,
+        "relative_not_estimable": comparison.relative_not_estimable,
         "mde_relative": _mde(comparison.control, comparison.treatment.n, alpha),
         "theta": _clean(theta),
+        "analysis_mode": settings.mode,
+        "sequential": _sequential_section(comparison, p_of, alpha=alpha, tuning=settings.tuning),
+        "bayesian": _bayesian_section(
+            comparison, p_of, alpha=alpha, prior=settings.prior, baseline=baseline
+        ),
     }
+
+
+def _ratio_moments(groups: list[stats.Moments]) -> list[stats.RatioMoments]:
+    """Moments of (numerator y, denominator x) as the ratio metric's sufficient statistics."""
+    return [
+        stats.RatioMoments(n=g.n, sum_m=g.sum_y, sum_m2=g.sum_y2, sum_d=g.sum_x,
+                           sum_d2=g.sum_x2, sum_md=g.sum_xy)
+        for g in groups
+    ]  # fmt: skip
 
 
 def _population_moments(
     m: AdvertiserMetrics, population: str, winsor_quantile: float | None
-) -> dict[tuple[str, bool], list[stats.Moments]]:
-    """(metric, capped) -> every group's moments; capping limits pooled over the population."""
+) -> dict[tuple[str, bool], list]:
+    """(metric, capped) -> every group's moments (RatioMoments for a ratio metric); capping
+    limits pooled over the population."""
     labels = _arm_labels(m, population)
     in_test = labels != HOLDOUT
-    out = {}
+    out: dict[tuple[str, bool], list] = {}
     for metric in METRICS:
         y = metric.value(m)
+        if metric.per is not None:
+            out[(metric.key, False)] = _ratio_moments(
+                _group_moments(labels, y, metric.per(m), m.n_groups)
+            )
+            continue
         x = metric.pre(m) if metric.pre else None
         out[(metric.key, False)] = _group_moments(labels, y, x, m.n_groups)
         if winsor_quantile and metric.cappable:
@@ -249,9 +360,45 @@ def row_id(row: dict) -> str:
     return f"{row['arm']}-{row['population']}-{row['metric']}-{row['adjustment']}{capped}"
 
 
-def report_rows(m: AdvertiserMetrics, *, alpha: float, winsor_quantile: float | None) -> list[dict]:
+def _correct_family(family: list[dict], *, alpha: float, primary: bool) -> None:
+    """Holm and Benjamini-Hochberg over one family, for the fixed-horizon p-values (top level)
+    and the always-valid ones (Holm holds for any valid p-values, sequential ones included)."""
+    for section in (None, "sequential"):
+        targets = [row if section is None else row[section] for row in family]
+        p_values = [np.nan if t["p_value"] is None else t["p_value"] for t in targets]
+        adjusted, fdr = stats.holm(p_values), stats.benjamini_hochberg(p_values)
+        for target, p_holm, p_bh in zip(targets, adjusted, fdr, strict=True):
+            target.update(
+                p_value_holm=_clean(p_holm),
+                p_value_bh=_clean(p_bh),
+                significant=bool(np.isfinite(p_holm) and p_holm < alpha),
+            )
+    for row in family:
+        row.update(holm_family="primary" if primary else "secondary",
+                   holm_family_size=len(family))  # fmt: skip
+        # The top level holds the fixed-horizon figures; `significant` follows the mode.
+        row["significant_frequentist"] = row["significant"]
+        row["significant"] = {
+            FREQUENTIST: row["significant_frequentist"],
+            SEQUENTIAL: row["sequential"]["significant"],
+            BAYESIAN: row["bayesian"]["significant"],
+        }[row["analysis_mode"]]
+
+
+def report_rows(
+    m: AdvertiserMetrics,
+    *,
+    alpha: float,
+    winsor_quantile: float | None,
+    settings: AnalysisSettings | None = None,
+) -> list[dict]:
     """Every (treatment arm, population, capping, adjustment, metric) comparison with the
-    control, Holm-corrected over arms x metrics per family (primary / secondary) of a block."""
+    control, Holm- and BH-corrected over arms x metrics per family (primary / secondary) of a
+    block; each row also carries the sequential and Bayesian results, and `significant`
+    follows `settings.mode`."""
+    settings = settings or AnalysisSettings()
+    if settings.mode not in MODES:
+        raise ValueError(f"analysis mode {settings.mode!r} is not one of {', '.join(MODES)}")
     rows: list[dict] = []
     cappings = [False] + ([True] if winsor_quantile else [])
     control = m.arm_names[0]
@@ -266,24 +413,14 @@ def report_rows(m: AdvertiserMetrics, *, alpha: float, winsor_quantile: float | 
                             continue
                         groups = moments[(metric.key, capped)]
                         row = _row(metric, (groups[CONTROL], groups[code]), cuped=cuped,
-                                   alpha=alpha)  # fmt: skip
+                                   alpha=alpha, settings=settings)  # fmt: skip
                         row.update(arm=m.group_name(code), control_arm=control,
                                    population=population, capped=capped,
                                    adjustment="cuped" if cuped else "none")  # fmt: skip
                         block.append(row)
                 for primary in (True, False):
                     family = [r for r in block if r["primary"] is primary]
-                    p_values = [np.nan if r["p_value"] is None else r["p_value"] for r in family]
-                    adjusted = stats.holm(p_values)
-                    fdr = stats.benjamini_hochberg(p_values)
-                    for row, p_holm, p_bh in zip(family, adjusted, fdr, strict=True):
-                        row.update(
-                            holm_family="primary" if primary else "secondary",
-                            holm_family_size=len(family),
-                            p_value_holm=_clean(p_holm),
-                            p_value_bh=_clean(p_bh),
-                            significant=bool(np.isfinite(p_holm) and p_holm < alpha),
-                        )
+                    _correct_family(family, alpha=alpha, primary=primary)
                 rows.extend(block)
     return rows
 
@@ -292,12 +429,61 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.1%}"
 
 
+def _lift(estimate: dict, p_of: str) -> str:
+    """ "+2.1% [+0.4%, +3.8%]", or the absolute lift to 4 places marked "(absolute)"."""
+    low, high = estimate["ci_low"], estimate["ci_high"]
+    if p_of == "relative":
+        return f"{_pct(estimate['value'])} [{_pct(low)}, {_pct(high)}]"
+    return f"{estimate['value']:+.4f} [{low:+.4f}, {high:+.4f}] (absolute)"
+
+
+def _winner(row: dict, value: float, decisive: bool) -> str | None:
+    """The arm a decisive result favours (primary metrics: higher is better), else None."""
+    if not decisive or value == 0:
+        return None
+    return row["arm"] if value > 0 else row["control_arm"]
+
+
+def _verdict_frequentist(row: dict, head: str, sequential: bool) -> tuple[str, str, str | None]:
+    section = row["sequential"] if sequential else row
+    estimate = section["relative"] if row["p_value_of"] == "relative" else section["absolute"]
+    lift = _lift(estimate, row["p_value_of"])
+    kind = " (always valid)" if sequential else ""
+    winner = _winner(row, estimate["value"], row["significant"])
+    if row["significant"]:
+        return f"{head}: {lift}{kind}, significant after Holm", "significant", winner
+    mde = row["mde_relative"]
+    tail = ""
+    if mde is not None:
+        at = "a fixed-horizon test at this size" if sequential else "this size"
+        tail = f"; the minimum detectable effect at {at} was {mde:.2%}"
+    return f"{head}: {lift}{kind}, not significant{tail}", "not_significant", None
+
+
+def _verdict_bayesian(row: dict, head: str, alpha: float) -> tuple[str, str, str | None]:
+    relative = row["p_value_of"] == "relative"
+    posterior = row["bayesian"]["relative" if relative else "absolute"]
+    chance = posterior["chance_to_win"]
+    risk = _pct(posterior["risk_treatment"]) if relative else f"{posterior['risk_treatment']:.4f}"
+    text = (f"{head}: {_lift(posterior, row['p_value_of'])} credible, chance to win "
+            f"{chance:.1%}, risk if shipped {risk.lstrip('+')}")  # fmt: skip
+    winner = _winner(row, chance - 0.5, row["bayesian"]["significant"])
+    if winner is not None:
+        return f"{text}: {winner} wins", "significant", winner
+    return (f"{text}: inconclusive (chance to win between {alpha:.0%} and {1 - alpha:.0%})",
+            "not_significant", None)  # fmt: skip
+
+
 def verdicts(rows: list[dict], *, alpha: float) -> list[dict]:
     """One decision line per treatment arm and primary metric, read from the decision row
-    (whole arms, CUPED-adjusted, uncapped; unadjusted where CUPED is missing).
+    (whole arms, CUPED-adjusted, uncapped; unadjusted where CUPED is missing) in the
+    analysis mode the rows were made in.
 
-    "ARPU, m2m vs single-task: +2.1% [+0.4%, +3.8%], significant after Holm" or
-    "... not significant; the minimum detectable effect at this size was 9.98%".
+    Frequentist: "ARPU, m2m vs single-task: +2.1% [+0.4%, +3.8%], significant after Holm" or
+    "... not significant; the minimum detectable effect at this size was 9.98%"; sequential
+    the same with always-valid intervals; Bayesian "...: +2.1% [+0.4%, +3.8%] credible, chance
+    to win 99.1%, risk if shipped 0.0%: m2m wins". `winner` names the arm a decisive result
+    favours.
     """
 
     def key(r: dict) -> tuple:
@@ -315,32 +501,26 @@ def verdicts(rows: list[dict], *, alpha: float) -> list[dict]:
         )
         if row is None:
             continue
+        mode = row.get("analysis_mode", FREQUENTIST)
         head = f"{row['label']}, {row['arm']} vs {row['control_arm']}"
+        section = row["sequential"] if mode == SEQUENTIAL else row
         estimate = row["relative"] if row["p_value_of"] == "relative" else row["absolute"]
+        winner = None
         if row["not_estimable"] or estimate is None or estimate["p_value"] is None:
             reason = row["not_estimable"] or "no interval could be computed"
             text, status = f"{head}: not estimable ({reason})", "not_estimable"
+        elif mode == BAYESIAN:
+            text, status, winner = _verdict_bayesian(row, head, alpha)
         else:
-            if row["p_value_of"] == "relative":
-                lift = (
-                    f"{_pct(estimate['value'])} [{_pct(estimate['ci_low'])}, "
-                    f"{_pct(estimate['ci_high'])}]"
-                )
-            else:
-                lift = (f"{estimate['value']:+.4f} [{estimate['ci_low']:+.4f}, "
-                        f"{estimate['ci_high']:+.4f}] (absolute)")  # fmt: skip
-            if row["significant"]:
-                text, status = f"{head}: {lift}, significant after Holm", "significant"
-            else:
-                mde = row["mde_relative"]
-                tail = (f"; the minimum detectable effect at this size was {mde:.2%}"
-                        if mde is not None else "")  # fmt: skip
-                text, status = f"{head}: {lift}, not significant{tail}", "not_significant"
+            text, status, winner = _verdict_frequentist(row, head, mode == SEQUENTIAL)
         out.append(
             {"arm": row["arm"], "metric": row["metric"], "label": row["label"], "text": text,
-             "status": status, "significant": status == "significant",
-             "p_value_of": row["p_value_of"], "p_value": row["p_value"],
-             "p_value_holm": row["p_value_holm"], "alpha": alpha, "row": row_id(row)}
+             "status": status, "significant": status == "significant", "winner": winner,
+             "analysis_mode": mode, "p_value_of": row["p_value_of"],
+             "p_value": None if mode == BAYESIAN else section["p_value"],
+             "p_value_holm": None if mode == BAYESIAN else section["p_value_holm"],
+             "chance_to_win": row["bayesian"]["chance_to_win"], "alpha": alpha,
+             "row": row_id(row)}
         )  # fmt: skip
     return out
 
@@ -383,39 +563,53 @@ def group_totals(m: AdvertiserMetrics) -> dict[str, dict]:
     return totals
 
 
-def _ratio(numerator: float, denominator: float) -> float | None:
-    """Cost per incremental active advertiser: undefined unless actives actually increased."""
-    if not np.isfinite(denominator) or denominator <= 0:
-        return None
-    return _clean(numerator / denominator)
+def _incremental_entry(
+    reference: stats.RatioMoments,
+    arm: stats.RatioMoments,
+    *,
+    names: tuple[str, str, str],
+    alpha: float,
+) -> dict:
+    """One cost per incremental active advertiser with its interval, or the reason for none."""
+    arm_name, reference_name, population = names
+    estimate, reason = stats.incremental_ratio(reference, arm, alpha=alpha)
+    if reason is None and estimate.p_value != estimate.p_value:  # NaN: no spread at all
+        reason = (
+            "reward cost does not vary between advertisers (for example none was paid), so "
+            "an interval would look certain"
+        )
+    return {"arm": arm_name, "reference": reference_name, "population": population,
+            **_estimate_dict(estimate), "not_estimable": reason}  # fmt: skip
 
 
-def cost_per_incremental_active(m: AdvertiserMetrics) -> dict:
-    """Extra reward spent per extra active advertiser.
+def cost_per_incremental_active(m: AdvertiserMetrics, *, alpha: float) -> dict[str, dict]:
+    """Extra reward spent per extra active advertiser, by the delta method with its interval
+    (`stats.incremental_ratio`: a ratio of two differences of means).
 
     Each treatment arm over the control per population ("<arm>_vs_control_<population>");
     each arm over the no-incentive holdout when there is one ("<arm>_vs_holdout", the total
-    cost of an arm's incentives per advertiser they activated). Null when the active rate did
-    not increase.
+    cost of an arm's incentives per advertiser they activated, whole arms). Not estimable,
+    with the reason, unless the active rate rose significantly (near a zero denominator the
+    ratio means nothing).
     """
-    out: dict[str, float | None] = {}
-    active = m.active
+    out: dict[str, dict] = {}
+    control = m.group_name(CONTROL)
     for population in POPULATIONS:
         labels = _arm_labels(m, population)
-        a = labels == CONTROL
+        groups = _ratio_moments(_group_moments(labels, m.reward, m.active, m.n_groups))
         for code in range(TREATMENT, m.n_groups):
-            b = labels == code
-            if a.any() and b.any():
-                out[f"{m.group_name(code)}_vs_control_{population}"] = _ratio(
-                    m.reward[b].mean() - m.reward[a].mean(), active[b].mean() - active[a].mean()
+            if groups[CONTROL].n and groups[code].n:
+                name = m.group_name(code)
+                out[f"{name}_vs_control_{population}"] = _incremental_entry(
+                    groups[CONTROL], groups[code], names=(name, control, population), alpha=alpha
                 )
-    holdout = m.group == HOLDOUT
-    if holdout.any():
+    groups = _ratio_moments(_group_moments(m.group, m.reward, m.active, m.n_groups))
+    if groups[HOLDOUT].n:
         for code in range(CONTROL, m.n_groups):
-            arm = m.group == code
-            if arm.any():
-                out[f"{m.group_name(code)}_vs_holdout"] = _ratio(
-                    m.reward[arm].mean(), active[arm].mean() - active[holdout].mean()
+            if groups[code].n:
+                name = m.group_name(code)
+                out[f"{name}_vs_holdout"] = _incremental_entry(
+                    groups[HOLDOUT], groups[code], names=(name, HOLDOUT_NAME, "itt"), alpha=alpha
                 )
     return out
 
@@ -459,7 +653,10 @@ CSV_COLUMNS = (
     "control_mean", "treatment_n", "treatment_mean", "absolute_lift", "absolute_se",
     "absolute_ci_low", "absolute_ci_high", "relative_lift", "relative_se", "relative_ci_low",
     "relative_ci_high", "p_value", "p_value_of", "p_value_holm", "holm_family", "significant",
-    "alpha", "mde_relative", "not_estimable", "srm_p_value", "srm_flagged",
+    "alpha", "mde_relative", "not_estimable", "srm_p_value", "srm_flagged", "analysis_mode",
+    "significant_frequentist", "p_value_bh", "sequential_ci_low", "sequential_ci_high",
+    "sequential_p_value", "sequential_p_value_holm", "sequential_significant", "chance_to_win",
+    "risk_control", "risk_treatment", "credible_low", "credible_high", "bayesian_significant",
 )  # fmt: skip
 DAILY_CSV_COLUMNS = ("date", "group", "population", "n", "cumulative_active_rate",
                      "cumulative_arpu")  # fmt: skip
@@ -477,6 +674,11 @@ def report_csv(report: dict) -> str:
     for row in report["rows"]:
         absolute = row["absolute"] or {}
         relative = row["relative"] or {}
+        # The sequential and Bayesian figures of the headline lift (the one p_value_of names).
+        lift = "relative" if row.get("p_value_of") == "relative" else "absolute"
+        sequential = row.get("sequential") or {}
+        bayesian = row.get("bayesian") or {}
+        seq, post = sequential.get(lift) or {}, bayesian.get(lift) or {}
         writer.writerow(
             [
                 row.get("arm"), row.get("control_arm"), row["metric"], row["population"],
@@ -487,7 +689,12 @@ def report_csv(report: dict) -> str:
                 relative.get("ci_high"), row["p_value"], row.get("p_value_of"),
                 row["p_value_holm"], row.get("holm_family"), row["significant"], alpha,
                 row.get("mde_relative"), row.get("not_estimable") or "",
-                srm.get("p_value"), srm.get("flagged"),
+                srm.get("p_value"), srm.get("flagged"), row.get("analysis_mode"),
+                row.get("significant_frequentist"), row.get("p_value_bh"), seq.get("ci_low"),
+                seq.get("ci_high"), sequential.get("p_value"), sequential.get("p_value_holm"),
+                sequential.get("significant"), post.get("chance_to_win"),
+                post.get("risk_control"), post.get("risk_treatment"), post.get("ci_low"),
+                post.get("ci_high"), bayesian.get("significant"),
             ]
         )  # fmt: skip
     daily = report.get("daily") or {}

@@ -28,6 +28,46 @@ class _ArmStatsSerializer(serializers.Serializer):
     mean = serializers.FloatField(allow_null=True)
 
 
+class _SequentialSerializer(serializers.Serializer):
+    absolute = _EstimateSerializer(allow_null=True)
+    relative = _EstimateSerializer(allow_null=True)
+    p_value = serializers.FloatField(allow_null=True, help_text="always-valid p-value")
+    p_value_holm = serializers.FloatField(allow_null=True)
+    p_value_bh = serializers.FloatField(allow_null=True)
+    significant = serializers.BooleanField(help_text="Holm-corrected always-valid p < alpha")
+    tuning = serializers.FloatField(help_text="gbstats' sequential_tuning_parameter")
+
+
+class _PosteriorSerializer(serializers.Serializer):
+    value = serializers.FloatField(allow_null=True, help_text="posterior mean of the lift")
+    sd = serializers.FloatField(allow_null=True)
+    ci_low = serializers.FloatField(allow_null=True, help_text="credible interval")
+    ci_high = serializers.FloatField(allow_null=True)
+    chance_to_win = serializers.FloatField(allow_null=True, help_text="P(lift > 0)")
+    risk_control = serializers.FloatField(
+        allow_null=True, help_text="expected loss of keeping the control"
+    )
+    risk_treatment = serializers.FloatField(
+        allow_null=True, help_text="expected loss of shipping the treatment"
+    )
+
+
+class _PriorSerializer(serializers.Serializer):
+    proper = serializers.BooleanField()
+    mean = serializers.FloatField()
+    stddev = serializers.FloatField()
+
+
+class _BayesianSerializer(serializers.Serializer):
+    absolute = _PosteriorSerializer(allow_null=True)
+    relative = _PosteriorSerializer(allow_null=True)
+    chance_to_win = serializers.FloatField(allow_null=True, help_text="of the headline lift")
+    significant = serializers.BooleanField(
+        help_text="chance to win >= 1 - alpha or <= alpha (not corrected for multiplicity)"
+    )
+    prior = _PriorSerializer(help_text="normal prior on the relative lift")
+
+
 class _RowSerializer(serializers.Serializer):
     arm = serializers.CharField(
         required=False, help_text="the treatment arm compared with the control"
@@ -35,7 +75,7 @@ class _RowSerializer(serializers.Serializer):
     control_arm = serializers.CharField(required=False)
     metric = serializers.CharField(help_text="active_rate, arpu, clicks, active_days, ...")
     label = serializers.CharField()
-    type = serializers.CharField(help_text="proportion or mean")
+    type = serializers.CharField(help_text="proportion, mean or ratio (delta method)")
     primary = serializers.BooleanField()
     population = serializers.ChoiceField(
         choices=["targeted", "itt"], help_text="targeted groups or whole arms (intention to treat)"
@@ -59,7 +99,18 @@ class _RowSerializer(serializers.Serializer):
         help_text="Holm corrects across arms x metrics of this family within the block",
     )
     holm_family_size = serializers.IntegerField(required=False)
-    significant = serializers.BooleanField()
+    p_value_bh = serializers.FloatField(
+        allow_null=True, required=False, help_text="Benjamini-Hochberg (false discovery rate)"
+    )
+    analysis_mode = serializers.ChoiceField(
+        choices=["frequentist", "sequential", "bayesian"], required=False
+    )
+    significant = serializers.BooleanField(help_text="the decision of the experiment's mode")
+    significant_frequentist = serializers.BooleanField(
+        required=False, help_text="fixed-horizon: Holm-corrected p < alpha"
+    )
+    sequential = _SequentialSerializer(required=False, help_text="always-valid results")
+    bayesian = _BayesianSerializer(required=False, help_text="Gaussian-prior posterior")
     mde_relative = serializers.FloatField(
         required=False,
         allow_null=True,
@@ -130,9 +181,14 @@ class _VerdictSerializer(serializers.Serializer):
     text = serializers.CharField(help_text="the decision line, e.g. 'ARPU, m2m vs ...: +2.1% ...'")
     status = serializers.ChoiceField(choices=["significant", "not_significant", "not_estimable"])
     significant = serializers.BooleanField()
+    winner = serializers.CharField(
+        allow_null=True, required=False, help_text="the arm a decisive result favours"
+    )
+    analysis_mode = serializers.CharField(required=False)
     p_value_of = serializers.CharField()
-    p_value = serializers.FloatField(allow_null=True)
+    p_value = serializers.FloatField(allow_null=True, help_text="of the mode (null: Bayesian)")
     p_value_holm = serializers.FloatField(allow_null=True)
+    chance_to_win = serializers.FloatField(allow_null=True, required=False)
     alpha = serializers.FloatField()
     row = serializers.CharField(help_text="id of the row the verdict reads")
 
@@ -177,6 +233,18 @@ class _IncrementalSerializer(serializers.Serializer):
     arms = _IncrementalArmSerializer(many=True)
 
 
+class _CostSerializer(serializers.Serializer):
+    arm = serializers.CharField()
+    reference = serializers.CharField(help_text="the control, or the holdout")
+    population = serializers.CharField()
+    value = serializers.FloatField(allow_null=True, help_text="extra reward per extra active")
+    se = serializers.FloatField(allow_null=True)
+    ci_low = serializers.FloatField(allow_null=True)
+    ci_high = serializers.FloatField(allow_null=True)
+    p_value = serializers.FloatField(allow_null=True)
+    not_estimable = serializers.CharField(allow_null=True, help_text="why no interval is shown")
+
+
 class ReportOutputSerializer(serializers.Serializer):
     experiment = serializers.DictField(help_text="key, status, seed, windows and settings")
     computed_at = serializers.CharField(required=False)
@@ -192,7 +260,9 @@ class ReportOutputSerializer(serializers.Serializer):
         required=False, help_text="present with a no-task arm or a non-empty holdout"
     )
     cost_per_incremental_active = serializers.DictField(
-        child=serializers.FloatField(allow_null=True), required=False
+        child=_CostSerializer(),
+        required=False,
+        help_text="'<arm>_vs_control_<population>' and '<arm>_vs_holdout'",
     )
     daily = _DailySerializer(required=False)
     notes = serializers.ListField(child=serializers.CharField())

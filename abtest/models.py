@@ -16,6 +16,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from abtest import stats
 from advertisers.models import Advertiser, Scenario
 from predictor.models import ModelKind, ModelVersion
 
@@ -25,6 +26,12 @@ MAX_ARMS = 6
 
 def new_seed() -> str:
     return secrets.token_hex(8)
+
+
+class AnalysisMode(models.TextChoices):
+    FREQUENTIST = "frequentist", "Frequentist (fixed horizon)"
+    SEQUENTIAL = "sequential", "Sequential (always-valid)"
+    BAYESIAN = "bayesian", "Bayesian"
 
 
 class Experiment(models.Model):
@@ -95,6 +102,33 @@ class Experiment(models.Model):
         default=0.05, help_text="The lift the plan's power figure is computed for."
     )
 
+    # Every report shows all three analyses; the mode picks the one verdicts are read from.
+    analysis_mode = models.CharField(
+        max_length=16,
+        choices=AnalysisMode.choices,
+        default=AnalysisMode.FREQUENTIST,
+        help_text="Which analysis the verdicts follow: fixed-horizon (look once, at the end), "
+        "sequential (always-valid, look every day) or Bayesian (chance to win).",
+    )
+    sequential_tuning_parameter = models.FloatField(
+        default=stats.DEFAULT_SEQUENTIAL_TUNING,
+        validators=[MinValueValidator(1.0)],
+        help_text="Sequential mode: the total sample size the always-valid intervals are "
+        "tightest at (gbstats' default 5000).",
+    )
+    prior_proper = models.BooleanField(
+        default=False,
+        help_text="Bayesian mode: use the prior below; off, a flat prior (gbstats' default).",
+    )
+    prior_mean = models.FloatField(
+        default=0.0, help_text="Bayesian prior mean of the relative lift, e.g. 0.0."
+    )
+    prior_stddev = models.FloatField(
+        default=1.0,
+        validators=[MinValueValidator(1e-6)],
+        help_text="Bayesian prior standard deviation of the relative lift, e.g. 0.3.",
+    )
+
     start_date = models.DateField(
         null=True, blank=True, help_text="First day of the evaluation window."
     )
@@ -128,10 +162,21 @@ class Experiment(models.Model):
                 condition=Q(reward_cap__isnull=True) | Q(reward_cap__gt=0),
                 name="experiment_reward_cap_positive",
             ),
+            models.CheckConstraint(
+                condition=Q(sequential_tuning_parameter__gt=0) & Q(prior_stddev__gt=0),
+                name="experiment_tuning_and_prior_positive",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.key
+
+    @property
+    def prior(self) -> stats.GaussianPrior:
+        """The Bayesian prior on the relative lift (flat unless `prior_proper`)."""
+        return stats.GaussianPrior(
+            mean=self.prior_mean, variance=self.prior_stddev**2, proper=self.prior_proper
+        )
 
     @property
     def evaluation_start(self) -> dt.date | None:

@@ -52,10 +52,14 @@ def _scope_sql(scope: list[int]) -> tuple[str, list[int]]:
 
 
 def experiment_baseline(*, experiment: Experiment) -> dict:
-    """Population size and its recent active rate and ARPU, for the power plan.
+    """Population size, its recent active rate and ARPU, and what CUPED would remove, for the
+    power plan.
 
     Uses the last `evaluation_days` days of data in scope (the same window length the
-    experiment will measure), counting advertisers with no rows as zero.
+    experiment will measure), counting advertisers with no rows as zero. The CUPED R^2 of
+    each primary metric comes from the same window against the `pre_period_days` before it
+    (`stats.cuped_r_squared`): the share of variance a pre-period covariate explained last
+    time, so the share CUPED is expected to remove.
     """
     scope = _scope_ids(experiment)
     population = experiment_population(experiment=experiment)
@@ -65,28 +69,49 @@ def experiment_baseline(*, experiment: Experiment) -> dict:
         stats_qs = stats_qs.filter(scenario_id__in=scope)
     last_day = stats_qs.aggregate(last=Max("date"))["last"]
     empty = {"population": size, "baseline_window": None, "active_rate": 0.0, "arpu": 0.0,
-             "arpu_variance": 0.0}  # fmt: skip
+             "arpu_variance": 0.0, "cuped_window": None,
+             "r_squared": {"active_rate": 0.0, "arpu": 0.0}}  # fmt: skip
     if last_day is None or size == 0:
         return empty
     first_day = last_day - dt.timedelta(days=experiment.evaluation_days - 1)
+    pre_first = first_day - dt.timedelta(days=experiment.pre_period_days)
+    spend = Cast("expenditure", FloatField())
     per_advertiser = (
-        stats_qs.filter(date__range=(first_day, last_day), advertiser__in=population)
+        stats_qs.filter(date__range=(pre_first, last_day), advertiser__in=population)
         .values("advertiser")
-        .annotate(spend=Sum(Cast("expenditure", FloatField())))
+        # NULL where an advertiser has rows in one window only: the sums below skip it, as
+        # they would a zero.
+        .annotate(
+            y=Sum(spend, filter=Q(date__gte=first_day)), x=Sum(spend, filter=Q(date__lt=first_day))
+        )
     )
-    totals = per_advertiser.aggregate(
-        active=Count("advertiser", filter=Q(spend__gt=0)),
-        total=Coalesce(Sum("spend"), 0.0),
-        total_sq=Coalesce(Sum(F("spend") * F("spend")), 0.0),
+    t = per_advertiser.aggregate(
+        active=Count("advertiser", filter=Q(y__gt=0)),
+        pre_active=Count("advertiser", filter=Q(x__gt=0)),
+        both_active=Count("advertiser", filter=Q(x__gt=0, y__gt=0)),
+        sum_y=Coalesce(Sum("y"), 0.0),
+        sum_y2=Coalesce(Sum(F("y") * F("y")), 0.0),
+        sum_x=Coalesce(Sum("x"), 0.0),
+        sum_x2=Coalesce(Sum(F("x") * F("x")), 0.0),
+        sum_xy=Coalesce(Sum(F("x") * F("y")), 0.0),
     )
     # Advertisers without rows spent nothing: they count in n with zero.
-    summary = stats.mean_summary(n=size, total=totals["total"], total_sq=totals["total_sq"])
+    summary = stats.mean_summary(n=size, total=t["sum_y"], total_sq=t["sum_y2"])
+    arpu = stats.Moments(n=size, **{k: t[k] for k in ("sum_y", "sum_y2", "sum_x", "sum_x2",
+                                                      "sum_xy")})  # fmt: skip
+    active = stats.Moments(n=size, sum_y=t["active"], sum_y2=t["active"], sum_x=t["pre_active"],
+                           sum_x2=t["pre_active"], sum_xy=t["both_active"])  # fmt: skip
     return {
         "population": size,
         "baseline_window": [first_day.isoformat(), last_day.isoformat()],
-        "active_rate": totals["active"] / size,
+        "active_rate": t["active"] / size,
         "arpu": summary.mean,
         "arpu_variance": summary.variance if np.isfinite(summary.variance) else 0.0,
+        "cuped_window": [pre_first.isoformat(), (first_day - dt.timedelta(days=1)).isoformat()],
+        "r_squared": {
+            "active_rate": stats.cuped_r_squared(active, proportion=True),
+            "arpu": stats.cuped_r_squared(arpu, proportion=False),
+        },
     }
 
 
@@ -233,6 +258,14 @@ def experiment_srm(*, experiment: Experiment, counts: dict[str, int]) -> dict:
     }
 
 
+def experiment_analysis_settings(*, experiment: Experiment) -> analysis.AnalysisSettings:
+    return analysis.AnalysisSettings(
+        mode=experiment.analysis_mode,
+        tuning=experiment.sequential_tuning_parameter,
+        prior=experiment.prior,
+    )
+
+
 def _experiment_header(experiment: Experiment) -> dict:
     def iso(value: dt.date | None) -> str | None:
         return value.isoformat() if value else None
@@ -258,6 +291,13 @@ def _experiment_header(experiment: Experiment) -> dict:
         "budget_per_arm": str(experiment.budget_per_arm),
         "targets_per_arm": experiment.targets_per_arm,
         "inactivity_threshold": experiment.inactivity_threshold,
+        "analysis_mode": experiment.analysis_mode,
+        "sequential_tuning_parameter": experiment.sequential_tuning_parameter,
+        "prior": {
+            "proper": experiment.prior_proper,
+            "mean": experiment.prior_mean,
+            "stddev": experiment.prior_stddev,
+        },
     }
 
 
@@ -297,10 +337,27 @@ def _definitions(experiment: Experiment) -> list[dict]:
     return analysis.metric_definitions(window=window, scope=scope)
 
 
+def _frozen_report_upgrade(report: dict) -> dict:
+    """A report frozen before the cost per incremental active had an interval kept it as a
+    bare number per key: shown now as an estimate without an interval, with the reason."""
+    costs = report.get("cost_per_incremental_active") or {}
+    if all(isinstance(entry, dict) for entry in costs.values()):
+        return report
+    upgraded = {}
+    for key, entry in costs.items():
+        if not isinstance(entry, dict):
+            entry = {"arm": key, "reference": "", "population": "", "value": entry, "se": None,
+                     "ci_low": None, "ci_high": None, "p_value": None,
+                     "not_estimable": "frozen before intervals were computed"
+                     if entry is not None else "the active rate did not increase"}  # fmt: skip
+        upgraded[key] = entry
+    return {**report, "cost_per_incremental_active": upgraded}
+
+
 def experiment_report(*, experiment: Experiment, use_frozen: bool = True) -> dict:
     """The full report as JSON-ready data; a completed experiment returns its frozen copy."""
     if use_frozen and experiment.status == Experiment.Status.COMPLETED and experiment.report:
-        return experiment.report
+        return _frozen_report_upgrade(experiment.report)
     header = _experiment_header(experiment)
     if experiment.start_date is None:
         return {"experiment": header, "arms": _arms_summary(experiment), "rows": [],
@@ -315,7 +372,10 @@ def experiment_report(*, experiment: Experiment, use_frozen: bool = True) -> dic
     if timezone.localdate() <= experiment.evaluation_end:
         notes.append(f"interim: the evaluation window runs until {experiment.evaluation_end}")
     rows = analysis.report_rows(
-        metrics, alpha=experiment.alpha, winsor_quantile=experiment.winsor_quantile
+        metrics,
+        alpha=experiment.alpha,
+        winsor_quantile=experiment.winsor_quantile,
+        settings=experiment_analysis_settings(experiment=experiment),
     )
     report = {
         "experiment": header,
@@ -328,7 +388,9 @@ def experiment_report(*, experiment: Experiment, use_frozen: bool = True) -> dic
         "rows": rows,
         "verdicts": analysis.verdicts(rows, alpha=experiment.alpha),
         "metric_definitions": _definitions(experiment),
-        "cost_per_incremental_active": analysis.cost_per_incremental_active(metrics),
+        "cost_per_incremental_active": analysis.cost_per_incremental_active(
+            metrics, alpha=experiment.alpha
+        ),
         "daily": experiment_daily(experiment=experiment, metrics=metrics),
         "notes": notes,
     }

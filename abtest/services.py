@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from abtest import hashing, stats
 from abtest import sql as sql_parts
-from abtest.models import MAX_ARMS, Arm, Assignment, Experiment
+from abtest.models import MAX_ARMS, AnalysisMode, Arm, Assignment, Experiment
 from abtest.selectors import (
     POPULATION_FIELDS,
     experiment_baseline,
@@ -225,6 +225,11 @@ def experiment_create(
     alpha: float = stats.DEFAULT_ALPHA,
     winsor_quantile: float | None = None,
     expected_relative_lift: float = 0.05,
+    analysis_mode: str = AnalysisMode.FREQUENTIST,
+    sequential_tuning_parameter: float = stats.DEFAULT_SEQUENTIAL_TUNING,
+    prior_proper: bool = False,
+    prior_mean: float = 0.0,
+    prior_stddev: float = 1.0,
     seed: str | None = None,
     arms: Sequence[ArmSpec] | None = None,
 ) -> Experiment:
@@ -233,7 +238,9 @@ def experiment_create(
     With `arms` omitted it has two: control is the single-task baseline and treatment is M2M,
     50/50 (the `control_*` / `treatment_*` arguments change them). With `arms`, a control plus
     up to five treatments, each with its own weight, model and targeting; the `control_*` and
-    `treatment_*` arguments are then ignored.
+    `treatment_*` arguments are then ignored. `analysis_mode` picks the analysis the
+    verdicts follow (every report shows all three), with the sequential tuning parameter and
+    the Bayesian prior on the relative lift (gbstats' defaults).
     """
     population_filter = population_filter or {}
     population_filter_validate(population_filter)
@@ -265,6 +272,11 @@ def experiment_create(
         alpha=alpha,
         winsor_quantile=winsor_quantile,
         expected_relative_lift=expected_relative_lift,
+        analysis_mode=analysis_mode,
+        sequential_tuning_parameter=sequential_tuning_parameter,
+        prior_proper=prior_proper,
+        prior_mean=prior_mean,
+        prior_stddev=prior_stddev,
     )
     if seed:
         experiment.seed = seed
@@ -328,7 +340,9 @@ def experiment_plan_refresh(*, experiment: Experiment) -> dict:
     """Planned arm sizes, baselines, minimum detectable effects and power; stored on the row.
 
     `itt` and `targeted` plan control against the smallest treatment arm (the largest MDE of
-    the treatment-vs-control comparisons); `arm_sizes` gives every arm's planned size.
+    the treatment-vs-control comparisons); `arm_sizes` gives every arm's planned size. Each
+    MDE and power figure comes without and with CUPED (`*_cuped`: the variance times
+    1 - R^2, R^2 from the baseline window against the pre-period before it).
     """
     baseline = experiment_baseline(experiment=experiment)
     arms = _arms(experiment)
@@ -343,19 +357,30 @@ def experiment_plan_refresh(*, experiment: Experiment) -> dict:
     common = {"alpha": experiment.alpha}
     rate, mean, var = baseline["active_rate"], baseline["arpu"], baseline["arpu_variance"]
 
+    # R^2 = 1 only where the pre-period repeats the metric exactly; keep the MDE finite.
+    r2 = {k: min(v, _R_SQUARED_MAX) for k, v in baseline["r_squared"].items()}
+
     def figures(n_control: int, n_treatment: int) -> dict:
         sizes_kw = {"n_control": n_control, "n_treatment": n_treatment, **common}
         effect = experiment.expected_relative_lift
-        return {
-            "n_control": n_control,
-            "n_treatment": n_treatment,
-            "mde_active_rate": _finite(stats.mde_proportion(baseline=rate, **sizes_kw)),
-            "mde_arpu": _finite(stats.mde_relative(mean=mean, variance=var, **sizes_kw)),
-            "power_active_rate": stats.power_relative(
-                effect=effect, mean=rate, variance=rate * (1 - rate), **sizes_kw
-            ),
-            "power_arpu": stats.power_relative(effect=effect, mean=mean, variance=var, **sizes_kw),
-        }
+        rate_kw = {"mean": rate, "variance": rate * (1 - rate), **sizes_kw}
+        arpu_kw = {"mean": mean, "variance": var, **sizes_kw}
+        out = {"n_control": n_control, "n_treatment": n_treatment}
+        variants = {"": (0.0, 0.0), "_cuped": (r2["active_rate"], r2["arpu"])}
+        for suffix, (r2_rate, r2_arpu) in variants.items():
+            out |= {
+                f"mde_active_rate{suffix}": _finite(
+                    stats.mde_relative(**rate_kw, r_squared=r2_rate)
+                ),
+                f"mde_arpu{suffix}": _finite(stats.mde_relative(**arpu_kw, r_squared=r2_arpu)),
+                f"power_active_rate{suffix}": stats.power_relative(
+                    effect=effect, **rate_kw, r_squared=r2_rate
+                ),
+                f"power_arpu{suffix}": stats.power_relative(
+                    effect=effect, **arpu_kw, r_squared=r2_arpu
+                ),
+            }
+        return out
 
     plan = {
         **baseline,
@@ -376,6 +401,9 @@ def experiment_plan_refresh(*, experiment: Experiment) -> dict:
     experiment.plan = plan
     experiment.save(update_fields=["plan"])
     return plan
+
+
+_R_SQUARED_MAX = 0.9999
 
 
 def _finite(value: float) -> float | None:

@@ -220,10 +220,15 @@ def test_it_notes_that_reward_cost_is_zero_without_campaigns(case):
     assert _row(report, "reward_cost", "itt")["treatment"]["mean"] == 0.0
 
 
-def test_it_reports_cost_per_incremental_active_as_undefined_without_rewards(case):
+def test_it_reports_cost_per_incremental_active_as_not_estimable_here(case):
     cost = experiment_report(experiment=case)["cost_per_incremental_active"]
-    assert cost["m2m_vs_control_itt"] == 0.0  # no extra cost for 1/3 more actives
-    assert cost["single-task_vs_holdout"] is None  # control is no better than the holdout
+    m2m = cost["m2m_vs_control_itt"]
+    assert (m2m["arm"], m2m["reference"], m2m["population"]) == ("m2m", "single-task", "itt")
+    # 1/3 more actives out of three advertisers per arm is no significant rise: no interval.
+    assert m2m["value"] == 0.0 and m2m["ci_low"] is None
+    assert "not significantly above 0" in m2m["not_estimable"]
+    # one advertiser in the holdout: no variance to test with
+    assert "too few advertisers" in cost["single-task_vs_holdout"]["not_estimable"]
 
 
 def test_it_counts_active_days_beyond_63_days_of_window(

@@ -10,7 +10,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 
-from abtest import hashing, services
+from abtest import hashing, services, stats
 from abtest.models import Arm, Assignment, Experiment
 from abtest.selectors import experiment_report, experiment_srm
 from advertisers.models import Advertiser, DailyStat
@@ -238,3 +238,49 @@ def test_it_plans_from_the_recent_baseline(advertisers_factory, stat_factory, sc
     assert plan["active_rate"] == 0.5
     assert plan["arpu"] == pytest.approx(12.5)
     assert plan["arpu_variance"] == pytest.approx(np.var([10, 40, 0, 0], ddof=1))
+
+
+def test_it_plans_the_mde_with_and_without_cuped(advertisers_factory, stat_factory, scenario):
+    # Window 2024-02-24..03-01 (the last 7 days), its pre-period the 28 days before.
+    ads = advertisers_factory(6)
+    window = [30.0, 10.0, 0.0, 25.0, 5.0, 0.0]
+    pre = [20.0, 8.0, 0.0, 22.0, 0.0, 4.0]
+    earlier = START - dt.timedelta(days=20)
+    rows = [stat_factory(a, scenario, START, f"{w:.2f}")
+            for a, w in zip(ads, window, strict=True) if w]  # fmt: skip
+    rows += [stat_factory(a, scenario, earlier, f"{p:.2f}")
+             for a, p in zip(ads, pre, strict=True) if p]  # fmt: skip
+    rows.append(stat_factory(ads[0], scenario, START - dt.timedelta(days=40), "99.00"))  # older
+    DailyStat.objects.bulk_create(rows)
+    plan = services.experiment_create(key="cuped-plan").plan
+    assert plan["cuped_window"] == ["2024-01-27", "2024-02-23"]
+    y, x = np.array(window), np.array(pre)
+    assert plan["r_squared"]["arpu"] == pytest.approx(np.corrcoef(x, y)[0, 1] ** 2)
+    active = stats.Moments.from_arrays((y > 0).astype(float), (x > 0).astype(float))
+    assert plan["r_squared"]["active_rate"] == pytest.approx(
+        stats.cuped_r_squared(active, proportion=True)
+    )
+    itt = plan["itt"]
+    assert itt["mde_arpu_cuped"] == pytest.approx(
+        itt["mde_arpu"] * np.sqrt(1 - plan["r_squared"]["arpu"])
+    )
+    assert itt["mde_active_rate_cuped"] <= itt["mde_active_rate"]
+    assert itt["power_arpu_cuped"] >= itt["power_arpu"]
+
+
+def test_it_stores_the_analysis_mode_and_its_parameters():
+    experiment = services.experiment_create(
+        key="bayes", analysis_mode="bayesian", prior_proper=True, prior_mean=0.01,
+        prior_stddev=0.3, sequential_tuning_parameter=2000,
+    )  # fmt: skip
+    experiment.refresh_from_db()
+    assert experiment.prior == stats.GaussianPrior(mean=0.01, variance=0.09, proper=True)
+    assert experiment.sequential_tuning_parameter == 2000
+
+
+def test_it_refuses_an_unknown_mode_or_a_zero_prior_stddev():
+    with pytest.raises(ValidationError, match="analysis_mode"):
+        services.experiment_create(key="bad-mode", analysis_mode="bayes")
+    with pytest.raises(ValidationError, match="prior_stddev"):
+        services.experiment_create(key="bad-prior", prior_stddev=0.0)
+    assert not Experiment.objects.exists()

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from abtest import display
 from abtest.models import Experiment
 from abtest.selectors import experiment_report
 
@@ -38,6 +39,8 @@ class Command(BaseCommand):
         write = self.stdout.write
         head = report["experiment"]
         write(f"Experiment {head['key']} ({head['status']}), alpha {head['alpha']}")
+        mode = display.mode(report)
+        write(f"Analysis mode: {mode['label']} ({mode['detail']})")
         write("")
         write(
             f"{'arm':<16} {'role':<9} {'targeting':<14} {'model':<16} {'weight':>6}"
@@ -61,7 +64,7 @@ class Command(BaseCommand):
                   f"{srm['p_value']:.4g} ({flag})")  # fmt: skip
         if report.get("verdicts"):
             write("")
-            write("Verdicts (whole arms, CUPED):")
+            write(f"Verdicts (whole arms, CUPED; {mode['key']}):")
             for verdict in report["verdicts"]:
                 write(f"  {verdict['text']}")
         write("")
