@@ -1,8 +1,11 @@
 """The lab's tables and chart, read off the experiment's own report (abtest.selectors).
 
 Per arm: ITT active rate, ARPU, net ARPU after rewards, reward spent; against the no-task arm:
-incremental active advertisers and net revenue per 1,000 of reward, with their 95% CIs; and
-the paper's comparison of M2M against the single-task baseline on the targeted groups.
+incremental active advertisers, per 1,000 of the arm's budget (every arm has the same budget to
+commit, so this ranks arms by what the budget bought) and per 1,000 of reward actually paid
+(only completed tasks are paid: the efficiency of the spend), and incremental net revenue per
+1,000 paid, with their 95% CIs; and the paper's comparison of M2M against the single-task
+baseline on the targeted groups.
 Repeats are summarised as mean +- sd over world seeds.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ def _num(value: Any) -> float:
 def arm_table(report: dict) -> list[dict]:
     """One row per arm (report order), with the increments against the no-task arm."""
     totals = report["groups"]
+    budget = _num(report["experiment"]["budget_per_arm"])
     increments = {
         r["arm"]: r for r in (report.get("incremental_vs_no_task_arm") or {}).get("arms", [])
     }
@@ -39,6 +44,8 @@ def arm_table(report: dict) -> list[dict]:
         inc = increments.get(name, {})
         per_active = inc.get("incremental_active_per_1000") or {}
         per_net = inc.get("incremental_net_revenue_per_1000") or {}
+        count = inc.get("incremental_active") or {}
+        count_ci = (_num(count.get("ci_low")), _num(count.get("ci_high")))
         rows.append(
             {
                 "arm": name,
@@ -49,6 +56,9 @@ def arm_table(report: dict) -> list[dict]:
                 "arpu": spend / n if n else math.nan,
                 "net_arpu": (spend - reward) / n if n else math.nan,
                 "reward_spent": reward,
+                "inc_active": _num(count.get("value")),
+                "inc_active_per_1000_budget": 1000 * _num(count.get("value")) / budget,
+                "inc_active_per_1000_budget_ci": tuple(1000 * v / budget for v in count_ci),
                 "inc_active_per_1000": _num(per_active.get("value")),
                 "inc_active_per_1000_ci": (
                     _num(per_active.get("ci_low")),
@@ -95,16 +105,20 @@ def _ci(pair: tuple[float, float], spec: str = ".2f") -> str:
 
 def markdown(result_rows: list[dict], comparison: list[dict]) -> str:
     lines = [
-        "| arm | targeting | n | targeted | active rate | ARPU | net ARPU | reward spent "
-        "| incr. actives / 1,000 | 95% CI | incr. net revenue / 1,000 | 95% CI |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        "| arm | targeting | n | targeted | active rate | ARPU | net ARPU | reward paid "
+        "| incr. actives | per 1,000 budget | 95% CI | per 1,000 paid | 95% CI "
+        "| incr. net revenue / 1,000 paid | 95% CI |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---|",
     ]
     for r in result_rows:
         label = f"{r['arm']} (upper bound)" if r["targeting"] == "external" else r["arm"]
         lines.append(
             f"| {label} | {r['targeting']} | {r['n']} | {r['targeted']} "
             f"| {_fmt(r['active_rate'])} | {_fmt(r['arpu'], '.2f')} | {_fmt(r['net_arpu'], '.2f')} "
-            f"| {_fmt(r['reward_spent'], '.0f')} | {_fmt(r['inc_active_per_1000'], '.2f')} "
+            f"| {_fmt(r['reward_spent'], '.0f')} | {_fmt(r['inc_active'], '.0f')} "
+            f"| {_fmt(r['inc_active_per_1000_budget'], '.2f')} "
+            f"| {_ci(r['inc_active_per_1000_budget_ci'])} "
+            f"| {_fmt(r['inc_active_per_1000'], '.2f')} "
             f"| {_ci(r['inc_active_per_1000_ci'])} | {_fmt(r['inc_net_per_1000'], '.0f')} "
             f"| {_ci(r['inc_net_per_1000_ci'], '.0f')} |"
         )
@@ -125,17 +139,16 @@ def markdown(result_rows: list[dict], comparison: list[dict]) -> str:
 
 
 def ratios(rows: list[dict]) -> dict[str, float]:
-    """The issue's headline ratios of incremental actives per 1,000 of budget."""
-    by = {r["arm"]: r["inc_active_per_1000"] for r in rows}
-    uplift, m2m, oracle = (
-        by.get("m2m-uplift", math.nan),
-        by.get("m2m", math.nan),
-        by.get("oracle", math.nan),
-    )
-    return {
-        "uplift_over_m2m_least_activity": uplift / m2m if m2m else math.nan,
-        "uplift_over_oracle": uplift / oracle if oracle else math.nan,
-    }
+    """The issue's headline ratios of incremental actives per 1,000 of budget, and the same
+    per 1,000 of reward paid."""
+    out = {}
+    for suffix, column in (("", "inc_active_per_1000_budget"), ("_paid", "inc_active_per_1000")):
+        by = {r["arm"]: r[column] for r in rows}
+        uplift = by.get("m2m-uplift", math.nan)
+        for name, key in (("m2m_least_activity", "m2m"), ("oracle", "oracle")):
+            base = by.get(key, math.nan)
+            out[f"uplift_over_{name}{suffix}"] = uplift / base if base else math.nan
+    return out
 
 
 def repeats_summary(per_repeat: list[list[dict]]) -> list[dict]:
@@ -145,6 +158,7 @@ def repeats_summary(per_repeat: list[list[dict]]) -> list[dict]:
         "arpu",
         "net_arpu",
         "reward_spent",
+        "inc_active_per_1000_budget",
         "inc_active_per_1000",
         "inc_net_per_1000",
     )
@@ -154,7 +168,7 @@ def repeats_summary(per_repeat: list[list[dict]]) -> list[dict]:
         out.append(
             {
                 "arm": first["arm"],
-                **{f"{c}_mean": float(np.nanmean(v)) for c, v in values.items()},
+                **{f"{c}_mean": _nanmean(v) for c, v in values.items()},
                 **{
                     f"{c}_sd": float(np.nanstd(v, ddof=1)) if len(v) > 1 else math.nan
                     for c, v in values.items()
@@ -164,11 +178,17 @@ def repeats_summary(per_repeat: list[list[dict]]) -> list[dict]:
     return out
 
 
+def _nanmean(values: np.ndarray) -> float:
+    with warnings.catch_warnings():  # the no-task arm has no increments: NaN, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(np.nanmean(values))
+
+
 def repeats_markdown(summary: list[dict]) -> str:
     lines = [
-        "| arm | active rate | ARPU | net ARPU | reward spent | incr. actives / 1,000 "
-        "| incr. net revenue / 1,000 |",
-        "|---|---|---|---|---|---|---|",
+        "| arm | active rate | ARPU | net ARPU | reward paid | incr. actives / 1,000 budget "
+        "| incr. actives / 1,000 paid | incr. net revenue / 1,000 paid |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         cells = [
@@ -178,6 +198,7 @@ def repeats_markdown(summary: list[dict]) -> str:
                 ("arpu", ".2f"),
                 ("net_arpu", ".2f"),
                 ("reward_spent", ".0f"),
+                ("inc_active_per_1000_budget", ".2f"),
                 ("inc_active_per_1000", ".2f"),
                 ("inc_net_per_1000", ".0f"),
             )
@@ -193,12 +214,12 @@ def chart_png(rows: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [r for r in rows if math.isfinite(r["inc_active_per_1000"])]
+    shown = [r for r in rows if math.isfinite(r["inc_active_per_1000_budget"])]
     fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
     y = np.arange(len(shown))
-    value = np.array([r["inc_active_per_1000"] for r in shown])
-    lo = np.array([r["inc_active_per_1000_ci"][0] for r in shown])
-    hi = np.array([r["inc_active_per_1000_ci"][1] for r in shown])
+    value = np.array([r["inc_active_per_1000_budget"] for r in shown])
+    lo = np.array([r["inc_active_per_1000_budget_ci"][0] for r in shown])
+    hi = np.array([r["inc_active_per_1000_budget_ci"][1] for r in shown])
     colors = ["#999999" if r["targeting"] == "external" else "#3366aa" for r in shown]
     ax.barh(y, value, color=colors)
     ax.errorbar(value, y, xerr=[value - lo, hi - value], fmt="none", ecolor="black", capsize=3)
@@ -207,7 +228,7 @@ def chart_png(rows: list[dict], path: Path) -> Path:
         [f"{r['arm']} (upper bound)" if r["targeting"] == "external" else r["arm"] for r in shown],
     )
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("incremental active advertisers per 1,000 of reward (95% CI)")
+    ax.set_xlabel("incremental active advertisers per 1,000 of budget (95% CI)")
     ax.invert_yaxis()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -156,11 +156,12 @@ def lab_run(config: LabConfig, *, progress: Progress = print) -> LabResult:
         stages.run("simulate", lambda: _simulate(config, world_dir))
         stages.run("ingest", lambda: _ingest_world(world_dir))
         stages.run("train", lambda: _train(config))
-    stages.run("predict", _predict)
+    # The exploration campaign and the uplift features read M2M forecasts only.
+    stages.run("predict (m2m)", lambda: _predict(("m2m",)))
     exploration = stages.run("exploration week", lambda: _exploration(config, world_dir))
     result.exploration = exploration
     result.uplift_quality = stages.run("uplift model", lambda: _uplift_train(exploration))
-    stages.run("predict", _predict)
+    stages.run("predict (m2m, single-task)", lambda: _predict(("m2m", "single_task")))
     experiment = stages.run("experiment: production", lambda: _experiment_start(config, world_dir))
     stages.run("experiment: window", lambda: _experiment_window(config, world_dir, experiment))
     result.experiment_key = experiment.key
@@ -264,8 +265,8 @@ def _train(config: LabConfig) -> None:
         model_version_activate(version=version)
 
 
-def _predict() -> None:
-    for kind in ("m2m", "single_task"):
+def _predict(kinds: tuple[str, ...]) -> None:
+    for kind in kinds:
         call_command("predict", kind=kind)
 
 

@@ -78,6 +78,20 @@ def test_it_runs_the_closed_loop_and_its_report_matches_the_stored_rows(artifact
                 1000 * (r["active_rate"] - no_task["active_rate"]) * r["n"] / r["reward_spent"]
             )
             assert r["inc_active_per_1000"] == pytest.approx(expected, rel=1e-6)
+        incremental = (r["active_rate"] - no_task["active_rate"]) * r["n"]
+        assert r["inc_active"] == pytest.approx(incremental, rel=1e-6)
+        per_budget = 1000 * incremental / float(experiment.budget_per_arm)
+        assert r["inc_active_per_1000_budget"] == pytest.approx(per_budget, rel=1e-6)
+        lo, hi = r["inc_active_per_1000_budget_ci"]
+        assert lo < per_budget < hi
+    ratios = report.ratios(list(rows.values()))
+    uplift, m2m = rows["m2m-uplift"], rows["m2m"]
+    assert ratios["uplift_over_m2m_least_activity"] == pytest.approx(
+        uplift["inc_active_per_1000_budget"] / m2m["inc_active_per_1000_budget"]
+    )
+    assert ratios["uplift_over_oracle_paid"] == pytest.approx(
+        uplift["inc_active_per_1000"] / rows["oracle"]["inc_active_per_1000"]
+    )
     assert (config.out / "lab.png").exists() is False  # the command writes the chart
     report.chart_png(list(rows.values()), config.out / "lab.png")
     assert (config.out / "lab.png").stat().st_size > 1000
@@ -109,6 +123,7 @@ def test_it_summarises_repeats_as_mean_and_sd():
             "arpu": 1.0,
             "net_arpu": 1.0,
             "reward_spent": 1.0,
+            "inc_active_per_1000_budget": v,
             "inc_active_per_1000": 2 * v,
             "inc_net_per_1000": 0.0,
         }

@@ -146,4 +146,7 @@ class Command(BaseCommand):
     def _ratios(self, ratios: dict[str, float]) -> None:
         for name, value in ratios.items():
             shown = "-" if not math.isfinite(value) else f"{value:.2f}x"
-            self.stdout.write(f"incremental actives per 1,000, {name.replace('_', ' ')}: {shown}")
+            base, paid = name.removesuffix("_paid"), name.endswith("_paid")
+            per = "of reward paid" if paid else "of budget"
+            label = base.replace("_", " ")
+            self.stdout.write(f"incremental actives per 1,000 {per}, {label}: {shown}")
