@@ -378,7 +378,15 @@ class ExperimentAdmin(admin.ModelAdmin):
                 (a["name"] for a in report.get("arms", []) if a["role"] == Arm.Role.CONTROL), "-"
             ),
             "confidence": f"{1 - experiment.alpha:.0%}",
-            "charts": [mark_safe(svg) for svg in charts.report_charts(report.get("daily", {}))],
+            "charts": [
+                {**chart, "svg": mark_safe(chart["svg"])}
+                for chart in charts.report_charts(report.get("daily", {}))
+            ],
+            "breakdown_charts": [
+                {**chart, "svg": mark_safe(chart["svg"])}
+                for chart in charts.breakdown_charts(report.get("breakdowns") or {})
+            ],
+            "incremental_chart": mark_safe(charts.incremental_chart(report) or ""),
             "api_url": reverse("experiment-report", args=[experiment.key]),
         }
         return TemplateResponse(request, "admin/abtest/experiment/report.html", context)

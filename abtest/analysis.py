@@ -66,6 +66,7 @@ class AdvertiserMetrics:
     reward: np.ndarray
     first_active_day: np.ndarray  # int: first window day with spend, -1 when none
     arm_names: tuple[str, ...] = ("control", "treatment")
+    advertiser_id: np.ndarray | None = None  # sorted ascending; what the panels align with
 
     @property
     def active(self) -> np.ndarray:
@@ -614,40 +615,6 @@ def cost_per_incremental_active(m: AdvertiserMetrics, *, alpha: float) -> dict[s
     return out
 
 
-def daily_series(m: AdvertiserMetrics, spend_rows: np.ndarray, n_days: int) -> list[dict]:
-    """Cumulative active rate and ARPU per group and population over the evaluation days.
-
-    `spend_rows` are (group, targeted, day number, spend) aggregates. Day d's figures count
-    everything from the first evaluation day through d.
-    """
-    series = []
-    for code in [*range(1, m.n_groups), HOLDOUT]:
-        for population in POPULATIONS:
-            members = m.group == code
-            if population == "targeted":
-                members &= m.targeted
-            n = int(members.sum())
-            if n == 0:
-                continue
-            firsts = m.first_active_day[members]
-            new_active = np.bincount(firsts[firsts >= 0], minlength=n_days)[:n_days]
-            rows = spend_rows[spend_rows[:, 0] == code]
-            if population == "targeted":
-                rows = rows[rows[:, 1] == 1]
-            day_spend = np.bincount(rows[:, 2].astype(np.int64), weights=rows[:, 3],
-                                    minlength=n_days)[:n_days]  # fmt: skip
-            series.append(
-                {
-                    "group": m.group_name(code),
-                    "population": population,
-                    "n": n,
-                    "active_rate": (np.cumsum(new_active) / n).tolist(),
-                    "arpu": (np.cumsum(day_spend) / n).tolist(),
-                }
-            )
-    return series
-
-
 CSV_COLUMNS = (
     "arm", "control_arm", "metric", "population", "adjustment", "capped", "control_n",
     "control_mean", "treatment_n", "treatment_mean", "absolute_lift", "absolute_se",
@@ -658,8 +625,14 @@ CSV_COLUMNS = (
     "sequential_p_value", "sequential_p_value_holm", "sequential_significant", "chance_to_win",
     "risk_control", "risk_treatment", "credible_low", "credible_high", "bayesian_significant",
 )  # fmt: skip
-DAILY_CSV_COLUMNS = ("date", "group", "population", "n", "cumulative_active_rate",
-                     "cumulative_arpu")  # fmt: skip
+DAILY_CSV_KEYS = ("active_rate", "arpu", "daily_active_rate", "daily_arpu")
+DAILY_CSV_COLUMNS = (
+    "date", "group", "population", "n",
+    "cumulative_active_rate", "cumulative_active_rate_low", "cumulative_active_rate_high",
+    "cumulative_arpu", "cumulative_arpu_low", "cumulative_arpu_high",
+    "daily_active_rate", "daily_active_rate_low", "daily_active_rate_high",
+    "daily_arpu", "daily_arpu_low", "daily_arpu_high",
+)  # fmt: skip
 
 
 def report_csv(report: dict) -> str:
@@ -703,7 +676,10 @@ def report_csv(report: dict) -> str:
         writer.writerow(DAILY_CSV_COLUMNS)
         dates = daily["dates"]
         for series in daily["series"]:
+            # A report frozen before the bands and the daily view has the cumulative values only.
+            columns = [series.get(f"{key}{suffix}") or [None] * len(dates)
+                       for key in DAILY_CSV_KEYS for suffix in ("", "_low", "_high")]  # fmt: skip
             for i, date in enumerate(dates):
                 writer.writerow([date, series["group"], series["population"], series["n"],
-                                 series["active_rate"][i], series["arpu"][i]])  # fmt: skip
+                                 *(column[i] for column in columns)])  # fmt: skip
     return out.getvalue()

@@ -32,16 +32,23 @@ def _interval(value: np.ndarray, se: np.ndarray, z: float) -> list[dict]:
     return out
 
 
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
 def _money(cents: float) -> str:
     cents = round(cents)
     sign = "-" if cents < 0 else ""
     return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
 
 
-def incremental_vs_no_task(m: AdvertiserMetrics, *, reference: int, level: float = 0.95) -> dict:
+def incremental_vs_no_task(
+    m: AdvertiserMetrics, *, reference: int, level: float = 0.95, budget: float = 0.0
+) -> dict:
     """Per arm: incremental active advertisers and net revenue against the no-task group
-    `reference` (a group code: a no-task arm, or 0 for the holdout), in total and per 1,000
-    of reward spent, each with a `level` confidence interval.
+    `reference` (a group code: a no-task arm, or 0 for the holdout), in total, per 1,000
+    of reward spent and, when the experiment gives every arm the same `budget` (> 0), per
+    1,000 of that budget, each with a `level` confidence interval.
 
     For arm g with n_g advertisers against the reference r, with y the per-advertiser value
     (a = 1 if active in the window, or net revenue v = expenditure - reward) and c the
@@ -55,6 +62,9 @@ def incremental_vs_no_task(m: AdvertiserMetrics, *, reference: int, level: float
       Var(R) = 1000^2 [Var(D)/c^2 + D^2 Var(c)/c^4 - 2 D Cov(D, c)/c^3], c = mean_g(c),
       Var(c) = s2_c/n_g, Cov(D, c) = cov_g(y, c)/n_g (the reference's mean is independent
       of arm g's rewards);
+    - per 1,000 of budget: 1000 n_g D / budget, se 1000 n_g sqrt(Var(D)) / budget (the
+      budget is fixed in advance, so only D is random): the figure to compare arms by, since
+      an arm that leaves budget unspent is charged for it;
     - interval: estimate +- z se with z the normal quantile at (1 + level) / 2.
 
     Per-1,000 figures are null, with `not_estimable` giving the reason, when the arm spent
@@ -119,6 +129,13 @@ def incremental_vs_no_task(m: AdvertiserMetrics, *, reference: int, level: float
             if spent > 0
             else "no reward spent in this arm: nothing to divide the effect by",
         }
+        if budget > 0:
+            total = sections["active"][0][i]
+            row["incremental_active_per_1000_budget"] = _interval(
+                np.array([_nan(total["value"]) * PER_BUDGET / budget]),
+                np.array([_nan(total["se"]) * PER_BUDGET / budget]),
+                z,
+            )[0]
         rows.append(row)
     return {
         "reference": m.group_name(reference),
@@ -126,8 +143,10 @@ def incremental_vs_no_task(m: AdvertiserMetrics, *, reference: int, level: float
         "n_reference": int(n[reference]),
         "level": level,
         "per_budget": PER_BUDGET,
+        "budget_per_arm": budget if budget > 0 else None,
         "method": "difference of means against the no-task group scaled by the arm's size; "
-        "per 1,000 of reward spent by the delta method (spend random); normal intervals",
+        "per 1,000 of reward spent by the delta method (spend random); per 1,000 of the "
+        "budget each arm was given (fixed); normal intervals",
         "arms": rows,
     }
 

@@ -1,9 +1,11 @@
-"""Reads of the A/B module: population, per-advertiser metrics, daily series, the report.
+"""Reads of the A/B module: population, per-advertiser metrics, daily series, breakdowns,
+the report.
 
-The metrics come from DailyStat in two aggregate queries over the evaluation window: one per
+The metrics come from DailyStat in aggregate queries over the evaluation window: one per
 advertiser, joined with the assignments (which carry the pre-period covariates stored at start,
-see services.experiment_covariates_capture), zero rows included; and one per group and day for
-the chart. Everything after that is numpy in `abtest.analysis`.
+see services.experiment_covariates_capture), zero rows included; one per (advertiser, day) for
+the daily series and one per (advertiser, scenario) for the breakdowns. Everything after that
+is numpy in `abtest.analysis` and `abtest.breakdowns`.
 """
 
 from __future__ import annotations
@@ -11,15 +13,14 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
-from django.db import connection
 from django.db.models import Count, F, FloatField, Max, Q, QuerySet, Sum
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
-from abtest import analysis, multiarm, stats
+from abtest import analysis, breakdowns, multiarm, stats
 from abtest import sql as sql_parts
 from abtest.models import Arm, Assignment, Experiment
-from advertisers.models import Advertiser, DailyStat
+from advertisers.models import Advertiser, DailyStat, Scenario
 
 # Advertiser fields a population filter may use.
 POPULATION_FIELDS = ("business_scale", "main_category", "star_level", "registered_on")
@@ -168,6 +169,7 @@ def experiment_advertiser_metrics(*, experiment: Experiment) -> analysis.Adverti
         reward=reward / 100.0,
         first_active_day=first_active,
         arm_names=tuple(arm.name for arm in experiment_arms(experiment=experiment)),
+        advertiser_id=table[:, 0],
     )
 
 
@@ -208,32 +210,77 @@ def _reward_cents(experiment: Experiment, advertiser_ids: np.ndarray) -> np.ndar
     return cents
 
 
-def experiment_daily(
-    *, experiment: Experiment, metrics: analysis.AdvertiserMetrics | None = None
-) -> dict:
-    """Cumulative daily active rate and ARPU per group and population over the window.
-
-    Active advertisers come from the metrics' first active day; spend per day from one
-    aggregate per (group, targeted, day) over the window only.
-    """
-    metrics = metrics or experiment_advertiser_metrics(experiment=experiment)
-    group_sql, group_params = _arm_group_case(experiment)
+def _window_rows(experiment: Experiment, key_sql: str, key_params: list, *, columns: int):
+    """Per (advertiser, key) over the evaluation window in scope, assigned advertisers only:
+    advertiser_id, key, spend in cents, 1 if any row of the pair had expenditure else 0."""
     scope_sql, scope_params = _scope_sql(_scope_ids(experiment))
-    start, end = experiment.evaluation_start, experiment.evaluation_end
     sql = f"""
-        SELECT {group_sql}, a.targeted, {sql_parts.day_offset()},
-            CAST(SUM(d.expenditure) AS DOUBLE PRECISION)
+        SELECT d.advertiser_id, {key_sql},
+            CAST(ROUND(SUM(CAST(d.expenditure AS DOUBLE PRECISION)) * 100) AS BIGINT),
+            MAX(CASE WHEN d.expenditure > 0 THEN 1 ELSE 0 END)
         FROM {DailyStat._meta.db_table} d
         JOIN {Assignment._meta.db_table} a
             ON a.advertiser_id = d.advertiser_id AND a.experiment_id = %s
         WHERE d.date >= %s AND d.date <= %s{scope_sql}
-        GROUP BY 1, 2, 3
+        GROUP BY 1, 2
     """
-    with sql_parts.analytics_session(), connection.cursor() as cursor:
-        cursor.execute(sql, [*group_params, start, experiment.pk, start, end, *scope_params])
-        spend = np.array(cursor.fetchall(), dtype=float).reshape(-1, 4)
+    params = [*key_params, experiment.pk, experiment.evaluation_start,
+              experiment.evaluation_end, *scope_params]  # fmt: skip
+    with sql_parts.analytics_session():
+        return sql_parts.int_matrix(sql, params, columns=columns)
+
+
+def experiment_daily(
+    *, experiment: Experiment, metrics: analysis.AdvertiserMetrics | None = None
+) -> dict:
+    """Cumulative and daily active rate and ARPU per group and population over the window,
+    with confidence bands (`abtest.breakdowns.daily_series`).
+
+    One aggregate per (advertiser, day) over the window, in scope, into a dense
+    advertisers x days panel.
+    """
+    metrics = metrics or experiment_advertiser_metrics(experiment=experiment)
+    rows = _window_rows(
+        experiment, sql_parts.day_offset(), [experiment.evaluation_start], columns=4
+    )
+    panel = breakdowns.DailyPanel.from_rows(rows, metrics.advertiser_id, experiment.evaluation_days)
+    start = experiment.evaluation_start
     days = [(start + dt.timedelta(days=i)).isoformat() for i in range(experiment.evaluation_days)]
-    return {"dates": days, "series": analysis.daily_series(metrics, spend, len(days))}
+    return {
+        "dates": days,
+        "level": 1.0 - experiment.alpha,
+        "series": breakdowns.daily_series(metrics, panel, alpha=experiment.alpha),
+    }
+
+
+def experiment_breakdowns(
+    *, experiment: Experiment, metrics: analysis.AdvertiserMetrics | None = None
+) -> dict:
+    """Each treatment arm against the control by scenario and by business scale
+    (`abtest.breakdowns.breakdowns`), with the level of its intervals and what it means."""
+    metrics = metrics or experiment_advertiser_metrics(experiment=experiment)
+    scales = sql_parts.int_matrix(
+        f"SELECT a.advertiser_id, v.business_scale FROM {Assignment._meta.db_table} a "
+        f"JOIN {Advertiser._meta.db_table} v ON v.id = a.advertiser_id "
+        "WHERE a.experiment_id = %s",
+        [experiment.pk],
+        columns=2,
+    )
+    scenario_rows = _window_rows(experiment, "d.scenario_id", [], columns=4)
+    scope = _scope_ids(experiment)
+    scenarios = Scenario.objects.filter(pk__in=scope) if scope else Scenario.objects.all()
+    panel = breakdowns.SegmentPanel.from_rows(
+        advertiser_ids=metrics.advertiser_id,
+        scales=scales,
+        scenario_rows=scenario_rows,
+        scenario_codes=dict(scenarios.values_list("pk", "code")),
+    )
+    return {
+        "level": 1.0 - experiment.alpha,
+        "note": "whole arms, unadjusted; exploratory: each cell's p-value stands alone, with "
+        "Benjamini-Hochberg over the cells of one dimension and metric beside it",
+        **breakdowns.breakdowns(metrics, panel, alpha=experiment.alpha),
+    }
 
 
 def experiment_srm(*, experiment: Experiment, counts: dict[str, int]) -> dict:
@@ -392,6 +439,7 @@ def experiment_report(*, experiment: Experiment, use_frozen: bool = True) -> dic
             metrics, alpha=experiment.alpha
         ),
         "daily": experiment_daily(experiment=experiment, metrics=metrics),
+        "breakdowns": experiment_breakdowns(experiment=experiment, metrics=metrics),
         "notes": notes,
     }
     no_task = [
@@ -402,6 +450,6 @@ def experiment_report(*, experiment: Experiment, use_frozen: bool = True) -> dic
     reference = multiarm.no_task_reference(metrics, no_task)
     if reference is not None:
         report["incremental_vs_no_task_arm"] = multiarm.incremental_vs_no_task(
-            metrics, reference=reference
+            metrics, reference=reference, budget=float(experiment.budget_per_arm)
         )
     return report

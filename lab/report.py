@@ -31,7 +31,6 @@ def _num(value: Any) -> float:
 def arm_table(report: dict) -> list[dict]:
     """One row per arm (report order), with the increments against the no-task arm."""
     totals = report["groups"]
-    budget = _num(report["experiment"]["budget_per_arm"])
     increments = {
         r["arm"]: r for r in (report.get("incremental_vs_no_task_arm") or {}).get("arms", [])
     }
@@ -44,8 +43,8 @@ def arm_table(report: dict) -> list[dict]:
         inc = increments.get(name, {})
         per_active = inc.get("incremental_active_per_1000") or {}
         per_net = inc.get("incremental_net_revenue_per_1000") or {}
+        per_budget = inc.get("incremental_active_per_1000_budget") or {}
         count = inc.get("incremental_active") or {}
-        count_ci = (_num(count.get("ci_low")), _num(count.get("ci_high")))
         rows.append(
             {
                 "arm": name,
@@ -57,8 +56,11 @@ def arm_table(report: dict) -> list[dict]:
                 "net_arpu": (spend - reward) / n if n else math.nan,
                 "reward_spent": reward,
                 "inc_active": _num(count.get("value")),
-                "inc_active_per_1000_budget": 1000 * _num(count.get("value")) / budget,
-                "inc_active_per_1000_budget_ci": tuple(1000 * v / budget for v in count_ci),
+                "inc_active_per_1000_budget": _num(per_budget.get("value")),
+                "inc_active_per_1000_budget_ci": (
+                    _num(per_budget.get("ci_low")),
+                    _num(per_budget.get("ci_high")),
+                ),
                 "inc_active_per_1000": _num(per_active.get("value")),
                 "inc_active_per_1000_ci": (
                     _num(per_active.get("ci_low")),
@@ -208,31 +210,24 @@ def repeats_markdown(summary: list[dict]) -> str:
 
 
 def chart_png(rows: list[dict], path: Path) -> Path:
-    """Incremental actives per 1,000 of budget by arm, with 95% CIs."""
-    import matplotlib
+    """Incremental actives per 1,000 of budget by arm, with 95% CIs (the admin report's chart)."""
+    from abtest.charts import incremental_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shown = [r for r in rows if math.isfinite(r["inc_active_per_1000_budget"])]
-    fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
-    y = np.arange(len(shown))
-    value = np.array([r["inc_active_per_1000_budget"] for r in shown])
-    lo = np.array([r["inc_active_per_1000_budget_ci"][0] for r in shown])
-    hi = np.array([r["inc_active_per_1000_budget_ci"][1] for r in shown])
-    colors = ["#999999" if r["targeting"] == "external" else "#3366aa" for r in shown]
-    ax.barh(y, value, color=colors)
-    ax.errorbar(value, y, xerr=[value - lo, hi - value], fmt="none", ecolor="black", capsize=3)
-    ax.set_yticks(
-        y,
-        [f"{r['arm']} (upper bound)" if r["targeting"] == "external" else r["arm"] for r in shown],
+    upper = {r["arm"]: r["targeting"] == "external" for r in rows}
+    figure = incremental_figure(
+        [
+            {
+                "label": f"{r['arm']} (upper bound)" if upper[r["arm"]] else r["arm"],
+                "value": r["inc_active_per_1000_budget"],
+                "ci_low": r["inc_active_per_1000_budget_ci"][0],
+                "ci_high": r["inc_active_per_1000_budget_ci"][1],
+                "muted": upper[r["arm"]],
+            }
+            for r in rows
+        ]
     )
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("incremental active advertisers per 1,000 of budget (95% CI)")
-    ax.invert_yaxis()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    figure.savefig(path, dpi=120)
     return path
 
 

@@ -274,6 +274,20 @@ def test_it_scales_increments_to_the_arm_and_its_spend():
     assert net["value"] == pytest.approx(4 * (net_t.mean() - net_r.mean()))
     assert net["se"] == pytest.approx(4 * np.sqrt(net_var))
     assert treated["reward_spent"] == "20.00"
+    assert "incremental_active_per_1000_budget" not in treated  # no budget given
+
+
+def test_it_scales_incremental_actives_to_the_fixed_budget():
+    group = [2, 2, 2, 2, 3, 3, 3, 3]
+    active = [1, 0, 0, 0, 1, 1, 1, 0]
+    m = _metrics(group, active, np.zeros(8), [0, 0, 0, 0, 5, 5, 0, 0])
+    treated = multiarm.incremental_vs_no_task(m, reference=2, budget=40.0)["arms"][-1]
+    per_budget, total = treated["incremental_active_per_1000_budget"], treated["incremental_active"]
+    # the budget is fixed: the figure and its se are the count's, scaled by 1000 / budget
+    assert per_budget["value"] == pytest.approx(total["value"] * 1000 / 40)
+    assert per_budget["se"] == pytest.approx(total["se"] * 1000 / 40)
+    # 10.00 of the 40 paid: per 1,000 paid is four times per 1,000 of budget
+    assert treated["incremental_active_per_1000"]["value"] == pytest.approx(4 * per_budget["value"])
 
 
 def test_it_counts_the_spread_of_rewards_in_the_per_budget_interval():

@@ -263,3 +263,47 @@ def test_it_counts_pre_period_days_beyond_63_days(advertisers_factory, stat_fact
     services.experiment_start(experiment=experiment, start_date=START, produce_tasks=False)
     m = experiment_advertiser_metrics(experiment=experiment)
     assert (m.pre_active_days[0], m.pre_spend[0]) == (4, 8.0)
+
+
+def test_it_bands_the_cumulative_and_daily_series(case):
+    daily = experiment_daily(experiment=case)
+    control = next(
+        s for s in daily["series"] if (s["group"], s["population"]) == ("single-task", "itt")
+    )
+    z = 1.959963984540054
+    spend = np.array([10.0, 0.0, 0.0])  # day 1 in scope: c1 10, c2 and c3 nothing
+    assert control["daily_arpu"][0] == pytest.approx(spend.mean())
+    half = z * spend.std(ddof=1) / np.sqrt(3)
+    assert control["daily_arpu_low"][0] == pytest.approx(spend.mean() - half)
+    assert control["daily_arpu_high"][0] == pytest.approx(spend.mean() + half)
+    assert control["daily_active_rate"][:3] == pytest.approx([1 / 3, 0, 1 / 3])
+    cumulative = np.array([15.0, 0.0, 0.0])  # c1 by the last day
+    assert control["arpu_high"][-1] == pytest.approx(
+        cumulative.mean() + z * cumulative.std(ddof=1) / np.sqrt(3)
+    )
+    p = 1 / 3
+    assert control["active_rate_low"][-1] == pytest.approx(p - z * np.sqrt(p * (1 - p) / 3))
+
+
+def test_it_breaks_lifts_down_by_scenario_and_business_scale(case):
+    report = experiment_report(experiment=case)
+    cells = {(c["segment"], c["metric"]): c for c in report["breakdowns"]["scenario"]}
+    assert set(cells) == {(s, m) for s in ("search", "feed") for m in ("active_rate", "arpu")}
+    search = cells[("search", "active_rate")]  # c1 against t1, t2, of three each
+    assert search["control"] == {"n": 3, "mean": pytest.approx(1 / 3)}
+    assert search["treatment"]["mean"] == pytest.approx(2 / 3)
+    assert search["relative"]["value"] == pytest.approx(1.0)
+    assert cells[("search", "arpu")]["treatment"]["mean"] == pytest.approx(27 / 3)
+    # Nobody in the control was active in feed: no variation, so no certain-looking lift.
+    assert "no variation in the control arm" in cells[("feed", "active_rate")]["not_estimable"]
+    scale = [c for c in report["breakdowns"]["business_scale"] if c["metric"] == "arpu"]
+    assert sum(c["control"]["n"] for c in scale) == 3
+    assert sum(c["treatment"]["n"] for c in scale) == 3
+
+
+def test_it_draws_the_report_charts_in_the_admin(case, admin_client):
+    page = admin_client.get(f"/admin/abtest/experiment/{case.pk}/report/").content.decode()
+    for key in ("active_rate", "arpu", "daily_active_rate", "daily_arpu"):
+        assert f'data-chart="{key}"' in page
+    assert 'data-dimension="business_scale"' in page
+    assert "<svg" in page and "cdn" not in page.lower()

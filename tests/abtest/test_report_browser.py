@@ -252,7 +252,10 @@ def test_it_shows_the_same_numbers_as_the_json_api(browser, live_server, experim
             shown.find_element(By.CSS_SELECTOR, '[data-field="expenditure"]').text
             == (totals["expenditure"])
         )
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#charts svg polyline")) >= 4
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#charts figure svg")) == 4
+    assert browser.find_elements(
+        By.CSS_SELECTOR, '#breakdowns figure[data-dimension="scenario"] svg'
+    )
     assert (ARTIFACTS / "abtest-report.png").stat().st_size > 10_000
 
 
