@@ -147,7 +147,7 @@ def metric_definitions(*, window: str, scope: str) -> list[dict]:
     ]
 
 
-def _clean(value: float | None) -> float | None:
+def json_float(value: float | None) -> float | None:
     """JSON has no NaN or infinity: undefined figures become null."""
     if value is None:
         return None
@@ -155,15 +155,15 @@ def _clean(value: float | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _estimate_dict(estimate: stats.Estimate | None) -> dict | None:
+def estimate_dict(estimate: stats.Estimate | None) -> dict | None:
     if estimate is None:
         return None
     return {
-        "value": _clean(estimate.value),
-        "se": _clean(estimate.se),
-        "ci_low": _clean(estimate.ci_low),
-        "ci_high": _clean(estimate.ci_high),
-        "p_value": _clean(estimate.p_value),
+        "value": json_float(estimate.value),
+        "se": json_float(estimate.se),
+        "ci_low": json_float(estimate.ci_low),
+        "ci_high": json_float(estimate.ci_high),
+        "p_value": json_float(estimate.p_value),
     }
 
 
@@ -202,7 +202,7 @@ def _mde(summary: stats.Summary, n_treatment: int, alpha: float) -> float | None
     """The relative lift this comparison could detect with 80% power (from the control)."""
     if summary.n < 2 or not math.isfinite(summary.mean) or summary.mean == 0:
         return None
-    return _clean(
+    return json_float(
         stats.mde_relative(mean=summary.mean, variance=summary.variance, n_control=summary.n,
                            n_treatment=n_treatment, alpha=alpha)
     )  # fmt: skip
@@ -238,13 +238,13 @@ def _posterior_dict(result: stats.BayesianResult | None) -> dict | None:
     if result is None:
         return None
     return {
-        "value": _clean(result.expected),  # the posterior mean
-        "sd": _clean(result.sd),
-        "ci_low": _clean(result.ci_low),
-        "ci_high": _clean(result.ci_high),
-        "chance_to_win": _clean(result.chance_to_win),
-        "risk_control": _clean(result.risk_control),
-        "risk_treatment": _clean(result.risk_treatment),
+        "value": json_float(result.expected),  # the posterior mean
+        "sd": json_float(result.sd),
+        "ci_low": json_float(result.ci_low),
+        "ci_high": json_float(result.ci_high),
+        "chance_to_win": json_float(result.chance_to_win),
+        "risk_control": json_float(result.risk_control),
+        "risk_treatment": json_float(result.risk_treatment),
     }
 
 
@@ -254,9 +254,9 @@ def _sequential_section(
     sequential = stats.compare_sequential(comparison, alpha=alpha, tuning=tuning)
     headline = sequential.relative if p_of == "relative" else sequential.absolute
     return {
-        "absolute": _estimate_dict(sequential.absolute),
-        "relative": _estimate_dict(sequential.relative),
-        "p_value": None if comparison.not_estimable else _clean(headline.p_value),
+        "absolute": estimate_dict(sequential.absolute),
+        "relative": estimate_dict(sequential.relative),
+        "p_value": None if comparison.not_estimable else json_float(headline.p_value),
         "tuning": tuning,
     }
 
@@ -274,7 +274,7 @@ def _bayesian_section(
     correction: gbstats applies none to chance to win."""
     bayes = stats.compare_bayesian(comparison, prior=prior, alpha=alpha, baseline=baseline)
     headline = bayes.relative if p_of == "relative" else bayes.absolute
-    chance = None if headline is None else _clean(headline.chance_to_win)
+    chance = None if headline is None else json_float(headline.chance_to_win)
     return {
         "absolute": _posterior_dict(bayes.absolute),
         "relative": _posterior_dict(bayes.relative),
@@ -303,16 +303,16 @@ def _row(
         "label": metric.label,
         "type": metric.type,
         "primary": metric.primary,
-        "control": {"n": comparison.control.n, "mean": _clean(comparison.control.mean)},
-        "treatment": {"n": comparison.treatment.n, "mean": _clean(comparison.treatment.mean)},
-        "absolute": _estimate_dict(comparison.absolute),
-        "relative": _estimate_dict(comparison.relative),
-        "p_value": None if not_estimable else _clean(headline.p_value),
+        "control": {"n": comparison.control.n, "mean": json_float(comparison.control.mean)},
+        "treatment": {"n": comparison.treatment.n, "mean": json_float(comparison.treatment.mean)},
+        "absolute": estimate_dict(comparison.absolute),
+        "relative": estimate_dict(comparison.relative),
+        "p_value": None if not_estimable else json_float(headline.p_value),
         "p_value_of": p_of,
         "not_estimable": not_estimable,
         "relative_not_estimable": comparison.relative_not_estimable,
         "mde_relative": _mde(comparison.control, comparison.treatment.n, alpha),
-        "theta": _clean(theta),
+        "theta": json_float(theta),
         "analysis_mode": settings.mode,
         "sequential": _sequential_section(comparison, p_of, alpha=alpha, tuning=settings.tuning),
         "bayesian": _bayesian_section(
@@ -370,8 +370,8 @@ def _correct_family(family: list[dict], *, alpha: float, primary: bool) -> None:
         adjusted, fdr = stats.holm(p_values), stats.benjamini_hochberg(p_values)
         for target, p_holm, p_bh in zip(targets, adjusted, fdr, strict=True):
             target.update(
-                p_value_holm=_clean(p_holm),
-                p_value_bh=_clean(p_bh),
+                p_value_holm=json_float(p_holm),
+                p_value_bh=json_float(p_bh),
                 significant=bool(np.isfinite(p_holm) and p_holm < alpha),
             )
     for row in family:
@@ -580,7 +580,7 @@ def _incremental_entry(
             "an interval would look certain"
         )
     return {"arm": arm_name, "reference": reference_name, "population": population,
-            **_estimate_dict(estimate), "not_estimable": reason}  # fmt: skip
+            **estimate_dict(estimate), "not_estimable": reason}  # fmt: skip
 
 
 def cost_per_incremental_active(m: AdvertiserMetrics, *, alpha: float) -> dict[str, dict]:

@@ -28,7 +28,15 @@ import numpy as np
 from scipy import stats as sps
 
 from abtest import stats
-from abtest.analysis import CONTROL, HOLDOUT, POPULATIONS, TREATMENT, AdvertiserMetrics
+from abtest.analysis import (
+    CONTROL,
+    HOLDOUT,
+    POPULATIONS,
+    TREATMENT,
+    AdvertiserMetrics,
+    estimate_dict,
+    json_float,
+)
 
 DIMENSIONS = ("scenario", "business_scale")
 BREAKDOWN_METRICS = (("active_rate", "Active rate", True), ("arpu", "ARPU", False))
@@ -197,21 +205,6 @@ def breakdowns(m: AdvertiserMetrics, panel: SegmentPanel, *, alpha: float) -> di
     return out
 
 
-def _estimate(estimate: stats.Estimate | None) -> dict | None:
-    if estimate is None:
-        return None
-    return {
-        "value": _finite(estimate.value),
-        "ci_low": _finite(estimate.ci_low),
-        "ci_high": _finite(estimate.ci_high),
-        "p_value": _finite(estimate.p_value),
-    }
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
 def _cell(
     comparison: stats.Comparison,
     segment: str,
@@ -220,8 +213,8 @@ def _cell(
     metric: str,
     label: str,
 ) -> dict:
-    relative = _estimate(comparison.relative)
-    absolute = _estimate(comparison.absolute)
+    relative = estimate_dict(comparison.relative)
+    absolute = estimate_dict(comparison.absolute)
     headline = relative if relative is not None else absolute
     return {
         "segment": segment,
@@ -229,8 +222,8 @@ def _cell(
         "control_arm": control,
         "metric": metric,
         "label": label,
-        "control": {"n": comparison.control.n, "mean": _finite(comparison.control.mean)},
-        "treatment": {"n": comparison.treatment.n, "mean": _finite(comparison.treatment.mean)},
+        "control": {"n": comparison.control.n, "mean": json_float(comparison.control.mean)},
+        "treatment": {"n": comparison.treatment.n, "mean": json_float(comparison.treatment.mean)},
         "absolute": absolute,
         "relative": relative,
         "p_value": None if headline is None else headline["p_value"],
