@@ -5,8 +5,9 @@ plain arrays. Three parts:
 
 1. Features (`uplift_features`, `offer_features`): what the model sees of a candidate at
    decision time (the predictor's forecasts, its recent activity) and of an offer.
-2. `UpliftModel`: a T-learner on LightGBM, fitted on the platform's own randomised campaign
-   history (treated = got a task with a known offer, control = holdout).
+2. `UpliftModel`: LightGBM boosters fitted on the platform's own randomised campaign history
+   (treated = got a task with a known offer, control = holdout), combined by one of two
+   estimators: a T-learner, or a take-up model (below).
 3. `qini`: the Qini and uplift curves, the Qini coefficient and the AUUC on held-out data.
 
 Why a T-learner (with a control offset) and not an X-learner
@@ -24,6 +25,26 @@ the control model: the treated booster starts from the control model's margin (L
 moves the outcome, and an offer that changes nothing gives a gain that shrinks to zero instead
 of the difference of two noisy fits. `UpliftConfig.offset_control=False` gives the plain
 T-learner.
+
+The take-up estimator (the default)
+-----------------------------------
+The T-learner learns the gain from the difference in activity between treated and control
+rows: a small difference between two noisy rates, so it ranks weakly on one exploration week.
+The platform sees more than the outcome, though: it records which advertisers took their task
+up (the push system's "accepted"). An offer can only change the behaviour of an advertiser who
+takes it up, so
+
+    p1 = (1 - P(take up)) p0 + P(take up) q,    gain_active = P(take up) (q - p0)
+
+with P(take up | x, offer) a classifier on the treated rows (every one of them is labelled,
+taken or not, which is far more signal than their activity difference) and
+q = P(active | x, offer, took it up) a classifier on the rows that took it up. The assumption:
+advertisers who do not take the task up behave as without it. It errs where it fails: the
+message itself may nudge some (gain underestimated), and advertisers who take tasks up are
+riskier than their x shows, so p0 overstates their activity without the task (gain
+underestimated again, by about the same factor for every offer, which leaves the ranking).
+`UpliftConfig.estimator="t-learner"` keeps the T-learner for the active gain. The spend model
+(and so the revenue gain) is the T-learner's under both.
 
 Definitions (all per candidate n and offer k)
 ---------------------------------------------
@@ -248,6 +269,7 @@ class UpliftConfig:
     lambda_l2: float = 1.0
     tweedie_variance_power: float = 1.5
     offset_control: bool = True
+    estimator: str = "take-up"  # or "t-learner" (module docstring)
     num_threads: int = 0  # 0: LightGBM's default (all cores)
 
     def params(self, objective: str, seed: int) -> dict[str, Any]:
@@ -266,6 +288,15 @@ class UpliftConfig:
         if objective == "tweedie":
             params["tweedie_variance_power"] = self.tweedie_variance_power
         return params
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator: {self.estimator!r} is not one of {list(ESTIMATORS)}")
+
+
+ESTIMATORS = ("take-up", "t-learner")
+# The take-up estimator needs this many treated rows that took their task up.
+MIN_TAKEN_ROWS = 40
 
 
 @dataclass(frozen=True)
@@ -336,13 +367,16 @@ class UpliftModel:
         seed: int = 0,
         valid_share: float = 0.2,
         y_paid: np.ndarray | None = None,
+        y_taken: np.ndarray | None = None,
         config: UpliftConfig | None = None,
         x_names: tuple[str, ...] | None = None,
         o_names: tuple[str, ...] | None = None,
     ) -> UpliftModel:
         """Fit on history rows: X [n, f] at decision time, O [n, g] the offer (ignored on
         control rows, may be NaN there), t [n] 1 = task handed out, y_active [n] in {0, 1},
-        y_spend [n] >= 0, optionally y_paid [n] in {0, 1} (read on treated rows only).
+        y_spend [n] >= 0, optionally y_paid [n] in {0, 1} (read on treated rows only), and
+        y_taken [n] in {0, 1}: the advertiser took its task up (treated rows only; the take-up
+        estimator needs it).
 
         Each booster stops early on a held-out `valid_share` of its rows (split within treated
         and control separately, seeded).
@@ -355,10 +389,18 @@ class UpliftModel:
         ys = _array("y_spend", y_spend, 1)
         n = Xa.shape[0]
         lengths = {"X": n, "O": Oa.shape[0], "t": ta.size, "y_active": ya.size, "y_spend": ys.size}
-        yp = None
+        yp = yk = None
         if y_paid is not None:
             yp = _array("y_paid", y_paid, 1)
             lengths["y_paid"] = yp.size
+        if y_taken is not None:
+            yk = _array("y_taken", y_taken, 1)
+            lengths["y_taken"] = yk.size
+        elif config.estimator == "take-up":
+            raise ValueError(
+                "y_taken: the take-up estimator needs which treated rows took their task up "
+                "(or use UpliftConfig(estimator='t-learner'))"
+            )
         for name, length in lengths.items():
             if length != n:
                 raise ValueError(f"{name}: {length} rows, X has {n}")
@@ -382,6 +424,16 @@ class UpliftModel:
             _finite("y_paid", yp[treated])
             if not np.isin(yp[treated], (0.0, 1.0)).all():
                 raise ValueError("y_paid: values must be 0 or 1 on treated rows")
+        if yk is not None:
+            _finite("y_taken", yk[treated])
+            if not np.isin(yk[treated], (0.0, 1.0)).all():
+                raise ValueError("y_taken: values must be 0 or 1 on treated rows")
+            n_taken = int(yk[treated].sum())
+            if config.estimator == "take-up" and n_taken < MIN_TAKEN_ROWS:
+                raise ValueError(
+                    f"y_taken: {n_taken} treated rows took their task up; the take-up estimator "
+                    f"needs at least {MIN_TAKEN_ROWS} (more history, or estimator='t-learner')"
+                )
         if not 0.0 < valid_share < 1.0:
             raise ValueError(f"valid_share: {valid_share} is not in (0, 1)")
         x_names = tuple(x_names) if x_names else tuple(f"x{i}" for i in range(Xa.shape[1]))
@@ -408,6 +460,10 @@ class UpliftModel:
         model._train("treated_spend", "tweedie", XO, ys, treated, valid, seed, names, offset_spend)
         if yp is not None:
             model._train("treated_paid", "binary", XO, yp, treated, valid, seed, names)
+        if config.estimator == "take-up":
+            taken = treated & (yk == 1.0)
+            model._train("treated_taken", "binary", XO, yk, treated, valid, seed, names)
+            model._train("taken_active", "binary", XO, ya, taken, valid, seed, names)
         return model
 
     def _train(
@@ -423,6 +479,11 @@ class UpliftModel:
         offset: np.ndarray | None = None,
     ) -> None:
         train_rows, valid_rows = rows & ~valid, rows & valid
+        if not train_rows.any() or not valid_rows.any():
+            raise ValueError(
+                f"{name}: {int(train_rows.sum())} training and {int(valid_rows.sum())} "
+                "validation rows; need at least one of each"
+            )
 
         def dataset(mask: np.ndarray, reference: lgb.Dataset | None = None) -> lgb.Dataset:
             return lgb.Dataset(
@@ -483,14 +544,21 @@ class UpliftModel:
         if self.config.offset_control:
             raw_active1 = raw_active1 + np.repeat(raw_active0, k)
             raw_spend1 = raw_spend1 + np.repeat(raw_spend0, k)
-        p_treated = _sigmoid(raw_active1).reshape(n, k)
+        p_control = _sigmoid(raw_active0)  # [N]
+        if self.config.estimator == "take-up":
+            take_up = self.boosters["treated_taken"].predict(rows, raw_score=True)
+            take_up = _sigmoid(take_up).reshape(n, k)
+            q = _sigmoid(self.boosters["taken_active"].predict(rows, raw_score=True)).reshape(n, k)
+            p_treated = p_control[:, None] + take_up * (q - p_control[:, None])  # p1, docstring
+        else:
+            p_treated = _sigmoid(raw_active1).reshape(n, k)
         if "treated_paid" in self.boosters:
             p_paid = _sigmoid(self.boosters["treated_paid"].predict(rows, raw_score=True))
             p_paid = p_paid.reshape(n, k)
         else:
             p_paid = p_treated
         return UpliftPrediction(
-            p_control=_sigmoid(raw_active0),
+            p_control=p_control,
             p_treated=p_treated,
             spend_control=np.exp(raw_spend0),
             spend_treated=np.exp(raw_spend1).reshape(n, k),
@@ -526,11 +594,15 @@ class UpliftModel:
             raise ValueError(f"format: {data.get('format')!r} is not {FORMAT!r}")
         boosters = {name: lgb.Booster(model_str=s) for name, s in data["boosters"].items()}
         missing = {"control_active", "control_spend", "treated_active", "treated_spend"}
+        # A model saved before the take-up estimator existed is a T-learner.
+        config = UpliftConfig(**{"estimator": "t-learner", **data["config"]})
+        if config.estimator == "take-up":
+            missing |= {"treated_taken", "taken_active"}
         missing -= boosters.keys()
         if missing:
             raise ValueError(f"boosters: missing {sorted(missing)}")
         return cls(
-            config=UpliftConfig(**data["config"]),
+            config=config,
             x_names=tuple(data["x_names"]),
             o_names=tuple(data["o_names"]),
             boosters=boosters,

@@ -6,6 +6,9 @@ commit, so this ranks arms by what the budget bought) and per 1,000 of reward ac
 (only completed tasks are paid: the efficiency of the spend), and incremental net revenue per
 1,000 paid, with their 95% CIs; and the paper's comparison of M2M against the single-task
 baseline on the targeted groups.
+Beside the measured increments, the world's expected incremental actives of each arm's tasks
+per 1,000 of budget (`LabResult.expected`): what the arm's choices are worth under the
+simulator's physics, without the sampling noise of the measured figure.
 Repeats are summarised as mean +- sd over world seeds.
 """
 
@@ -28,8 +31,10 @@ def _num(value: Any) -> float:
     return float(value)
 
 
-def arm_table(report: dict) -> list[dict]:
-    """One row per arm (report order), with the increments against the no-task arm."""
+def arm_table(report: dict, expected: dict[str, dict] | None = None) -> list[dict]:
+    """One row per arm (report order), with the increments against the no-task arm and, where
+    given, the world's expected increment of its tasks (runner._expected_gains)."""
+    expected = expected or {}
     totals = report["groups"]
     increments = {
         r["arm"]: r for r in (report.get("incremental_vs_no_task_arm") or {}).get("arms", [])
@@ -68,6 +73,7 @@ def arm_table(report: dict) -> list[dict]:
                 ),
                 "inc_net_per_1000": _num(per_net.get("value")),
                 "inc_net_per_1000_ci": (_num(per_net.get("ci_low")), _num(per_net.get("ci_high"))),
+                "expected_per_1000_budget": _num(expected.get(name, {}).get("per_1000_budget")),
             }
         )
     return rows
@@ -109,8 +115,8 @@ def markdown(result_rows: list[dict], comparison: list[dict]) -> str:
     lines = [
         "| arm | targeting | n | targeted | active rate | ARPU | net ARPU | reward paid "
         "| incr. actives | per 1,000 budget | 95% CI | per 1,000 paid | 95% CI "
-        "| incr. net revenue / 1,000 paid | 95% CI |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---|",
+        "| incr. net revenue / 1,000 paid | 95% CI | expected (world) / 1,000 budget |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---|---:|",
     ]
     for r in result_rows:
         label = f"{r['arm']} (upper bound)" if r["targeting"] == "external" else r["arm"]
@@ -122,7 +128,8 @@ def markdown(result_rows: list[dict], comparison: list[dict]) -> str:
             f"| {_ci(r['inc_active_per_1000_budget_ci'])} "
             f"| {_fmt(r['inc_active_per_1000'], '.2f')} "
             f"| {_ci(r['inc_active_per_1000_ci'])} | {_fmt(r['inc_net_per_1000'], '.0f')} "
-            f"| {_ci(r['inc_net_per_1000_ci'], '.0f')} |"
+            f"| {_ci(r['inc_net_per_1000_ci'], '.0f')} "
+            f"| {_fmt(r['expected_per_1000_budget'], '.2f')} |"
         )
     lines += [
         "",
@@ -141,10 +148,14 @@ def markdown(result_rows: list[dict], comparison: list[dict]) -> str:
 
 
 def ratios(rows: list[dict]) -> dict[str, float]:
-    """The issue's headline ratios of incremental actives per 1,000 of budget, and the same
-    per 1,000 of reward paid."""
+    """The headline ratios of incremental actives per 1,000 of budget, the same per 1,000 of
+    reward paid, and of the world's expected increment per 1,000 of budget."""
     out = {}
-    for suffix, column in (("", "inc_active_per_1000_budget"), ("_paid", "inc_active_per_1000")):
+    for suffix, column in (
+        ("", "inc_active_per_1000_budget"),
+        ("_paid", "inc_active_per_1000"),
+        ("_expected", "expected_per_1000_budget"),
+    ):
         by = {r["arm"]: r[column] for r in rows}
         uplift = by.get("m2m-uplift", math.nan)
         for name, key in (("m2m_least_activity", "m2m"), ("oracle", "oracle")):
@@ -163,6 +174,7 @@ def repeats_summary(per_repeat: list[list[dict]]) -> list[dict]:
         "inc_active_per_1000_budget",
         "inc_active_per_1000",
         "inc_net_per_1000",
+        "expected_per_1000_budget",
     )
     out = []
     for i, first in enumerate(per_repeat[0]):
@@ -189,8 +201,9 @@ def _nanmean(values: np.ndarray) -> float:
 def repeats_markdown(summary: list[dict]) -> str:
     lines = [
         "| arm | active rate | ARPU | net ARPU | reward paid | incr. actives / 1,000 budget "
-        "| incr. actives / 1,000 paid | incr. net revenue / 1,000 paid |",
-        "|---|---|---|---|---|---|---|---|",
+        "| incr. actives / 1,000 paid | incr. net revenue / 1,000 paid "
+        "| expected (world) / 1,000 budget |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         cells = [
@@ -203,6 +216,7 @@ def repeats_markdown(summary: list[dict]) -> str:
                 ("inc_active_per_1000_budget", ".2f"),
                 ("inc_active_per_1000", ".2f"),
                 ("inc_net_per_1000", ".0f"),
+                ("expected_per_1000_budget", ".2f"),
             )
         ]
         lines.append(f"| {s['arm']} | " + " | ".join(cells) + " |")

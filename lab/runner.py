@@ -56,6 +56,7 @@ class LabConfig:
     budget_per_arm: Decimal | None = None  # None: BUDGET_PER_ADVERTISER x the arm's size
     reward_cap: Decimal = Decimal(100)
     evaluation_days: int = 7
+    uplift_estimator: str = "take-up"  # campaigns.uplift.ESTIMATORS
     reuse_models: bool = False
     out: Path = Path("var/lab")
 
@@ -82,6 +83,8 @@ class LabResult:
     uplift_quality: dict = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     exploration: dict = field(default_factory=dict)
+    # per arm: the world's expected incremental actives of the tasks it handed out (lab.oracle)
+    expected: dict[str, dict] = field(default_factory=dict)
 
 
 Progress = Callable[[str], None]
@@ -123,6 +126,13 @@ def lab_check(config: LabConfig) -> None:
         )
     if not 0 < config.exploration_share <= 0.5:
         raise LabError(f"--exploration-share must be in (0, 0.5], got {config.exploration_share}.")
+    from campaigns.uplift import ESTIMATORS
+
+    if config.uplift_estimator not in ESTIMATORS:
+        raise LabError(
+            f"--uplift-estimator must be one of {', '.join(ESTIMATORS)}, "
+            f"got {config.uplift_estimator!r}."
+        )
     if config.train_advertisers < 500:
         raise LabError(f"--train-advertisers must be >= 500, got {config.train_advertisers}.")
     if config.reuse_models:
@@ -160,9 +170,12 @@ def lab_run(config: LabConfig, *, progress: Progress = print) -> LabResult:
     stages.run("predict (m2m)", lambda: _predict(("m2m",)))
     exploration = stages.run("exploration week", lambda: _exploration(config, world_dir))
     result.exploration = exploration
-    result.uplift_quality = stages.run("uplift model", lambda: _uplift_train(exploration))
+    result.uplift_quality = stages.run(
+        "uplift model", lambda: _uplift_train(exploration, config.uplift_estimator)
+    )
     stages.run("predict (m2m, single-task)", lambda: _predict(("m2m", "single_task")))
     experiment = stages.run("experiment: production", lambda: _experiment_start(config, world_dir))
+    result.expected = _expected_gains(world_dir, experiment)
     stages.run("experiment: window", lambda: _experiment_window(config, world_dir, experiment))
     result.experiment_key = experiment.key
     result.report = stages.run("analyse", lambda: _analyse(experiment))
@@ -197,14 +210,30 @@ def _world(world_dir: Path):  # -> World
 def _advance(world_dir: Path, days: int, tasks: list[int]) -> tuple[np.ndarray, Path]:
     """Deliver the tasks, run the world `days` on with them, ingest the new days; returns the
     ids of the tasks taken up (accepted) and the new stats file."""
-    from advertisers.simulator import Incentive
-    from campaigns.models import IncentiveTask, TaskState
+    from campaigns.models import TaskState
     from campaigns.services import tasks_transition_bulk
 
     for state in (TaskState.PUSHED, TaskState.DELIVERED):  # the push system sends every one
         tasks_transition_bulk(task_ids=tasks, to=state, actor="lab-push")
+    ids, incentives = _incentives(tasks)
+    world = _world(world_dir)
+    out_file = world_dir / f"daily_stats_{world.end_date + timedelta(days=1)}.csv"
+    advanced = world.advance(days=days, incentives=incentives, out_path=out_file)
+    world.save(world_dir / "world.npz")
+    accepted = ids[advanced.responded] if len(ids) else ids
+    tasks_transition_bulk(task_ids=accepted.tolist(), to=TaskState.ACCEPTED, actor="lab-push")
+    call_command("ingest", stats=str(out_file), no_progress=True, load_date=world.end_date)
+    call_command("settle")
+    return accepted, out_file
+
+
+def _incentives(task_ids: list[int]) -> tuple[np.ndarray, list]:
+    """(task ids in pk order, the simulator's Incentive of each)."""
+    from advertisers.simulator import Incentive
+    from campaigns.models import IncentiveTask
+
     rows = list(
-        IncentiveTask.objects.filter(pk__in=tasks)
+        IncentiveTask.objects.filter(pk__in=task_ids)
         .order_by("pk")
         .values_list(
             "pk",
@@ -228,16 +257,7 @@ def _advance(world_dir: Path, days: int, tasks: list[int]) -> tuple[np.ndarray, 
         )
         for _, a, s, k, t, r, f, u in rows
     ]
-    world = _world(world_dir)
-    out_file = world_dir / f"daily_stats_{world.end_date + timedelta(days=1)}.csv"
-    advanced = world.advance(days=days, incentives=incentives, out_path=out_file)
-    world.save(world_dir / "world.npz")
-    ids = np.array([r[0] for r in rows], dtype=np.int64)
-    accepted = ids[advanced.responded] if len(ids) else ids
-    tasks_transition_bulk(task_ids=accepted.tolist(), to=TaskState.ACCEPTED, actor="lab-push")
-    call_command("ingest", stats=str(out_file), no_progress=True, load_date=world.end_date)
-    call_command("settle")
-    return accepted, out_file
+    return np.array([r[0] for r in rows], dtype=np.int64), incentives
 
 
 # --- models ---------------------------------------------------------------------------------
@@ -307,13 +327,13 @@ def _exploration(config: LabConfig, world_dir: Path) -> dict:
     }
 
 
-def _uplift_train(exploration: dict) -> dict:
+def _uplift_train(exploration: dict, estimator: str) -> dict:
     """Fit the uplift model on the exploration campaign's tasks and holdout; register it."""
     from campaigns.models import Campaign
     from campaigns.services import uplift_model_train
 
     campaign = Campaign.objects.get(pk=exploration["campaign_id"])
-    version = uplift_model_train(campaigns=[campaign])
+    version = uplift_model_train(campaigns=[campaign], estimator=estimator)
     return version.quality
 
 
@@ -373,6 +393,33 @@ def _oracle_produce(config: LabConfig, world_dir: Path, experiment) -> None:
     )
     chosen = IncentiveTask.objects.filter(campaign=campaign).values_list("advertiser_id", flat=True)
     experiment_targets_record(arm=arm, advertiser_ids=set(chosen))
+
+
+def _expected_gains(world_dir: Path, experiment) -> dict[str, dict]:
+    """Per arm, before the window: the world's expected incremental active advertisers of the
+    tasks it handed out (lab.oracle.oracle_gains, noise-free) and per 1,000 of the budget.
+    The measured increments carry the sampling noise of a few thousand responders; this figure
+    ranks the arms' choices without it."""
+    from abtest.models import Arm
+    from campaigns.models import IncentiveTask
+    from lab.oracle import oracle_gains
+
+    world = _world(world_dir)
+    budget = float(experiment.budget_per_arm)
+    out = {}
+    for arm in Arm.objects.filter(experiment=experiment).order_by("pk"):
+        task_ids = list(
+            IncentiveTask.objects.filter(campaign_id=arm.campaign_id).values_list("pk", flat=True)
+        )
+        _, incentives = _incentives(task_ids) if arm.campaign_id else (None, [])
+        gain_active, _ = oracle_gains(world, incentives)
+        total = float(gain_active.sum())
+        out[arm.name] = {
+            "tasks": len(incentives),
+            "expected_incremental_active": total,
+            "per_1000_budget": 1000.0 * total / budget if budget else float("nan"),
+        }
+    return out
 
 
 def _experiment_window(config: LabConfig, world_dir: Path, experiment) -> None:

@@ -5,7 +5,8 @@ Training rows come from randomised history only: a campaign's tasks (treated, wi
 and its holdout (control). Features are read at each row's decision time: the campaign's model
 version's predictions as of the production day, per scenario, and the advertiser's recent
 activity (the RECENT_DAYS up to that day). Outcomes: active (a day with expenditure > 0, any
-scenario) and expenditure within the task window; paid = the task completed.
+scenario) and expenditure within the task window; paid = the task completed; taken = the
+advertiser accepted the task (the push system's "accepted" event).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class UpliftRows:
     y_active: np.ndarray  # [n] 0/1: active in the window
     y_spend: np.ndarray  # [n] expenditure in the window
     y_paid: np.ndarray  # [n] 0/1: the task completed
+    y_taken: np.ndarray  # [n] 0/1: the advertiser accepted the task
     valid_from: np.ndarray  # [n] datetime64[D]
     valid_until: np.ndarray  # [n] datetime64[D]
 
@@ -68,6 +70,7 @@ def uplift_training_rows(*, campaigns: list[Campaign]) -> UpliftRows:
             "valid_from",
             "valid_until",
             "state",
+            "accepted_at",
         )
     )
     held = list(
@@ -99,6 +102,7 @@ def uplift_training_rows(*, campaigns: list[Campaign]) -> UpliftRows:
         y_active=active,
         y_spend=spend,
         y_paid=np.r_[np.array([s == TaskState.COMPLETED for s in col[9]], float), np.zeros(n_c)],
+        y_taken=np.r_[np.array([at is not None for at in col[10]], float), np.zeros(n_c)],
         valid_from=valid_from,
         valid_until=valid_until,
     )
@@ -208,11 +212,19 @@ def offer_features_of(
 
 
 @transaction.atomic
-def uplift_model_train(*, campaigns: list[Campaign], seed: int = 0) -> UpliftModel:
-    """Fit campaigns.uplift.UpliftModel on the campaigns' history, report its Qini/AUUC on a
-    held-out fifth, and register it as the newest model."""
-    from campaigns.uplift import OFFER_FEATURE_NAMES, UPLIFT_FEATURE_NAMES, qini
+def uplift_model_train(
+    *, campaigns: list[Campaign], seed: int = 0, estimator: str = "take-up"
+) -> UpliftModel:
+    """Fit campaigns.uplift.UpliftModel (`estimator`: "take-up" or "t-learner") on the
+    campaigns' history, report its Qini/AUUC on a held-out fifth, and register it as the newest
+    model."""
+    from campaigns.uplift import OFFER_FEATURE_NAMES, UPLIFT_FEATURE_NAMES, UpliftConfig, qini
     from campaigns.uplift import UpliftModel as Learner
+
+    try:
+        config = UpliftConfig(estimator=estimator)
+    except ValueError as exc:
+        raise UpliftTrainingError(str(exc)) from exc
 
     rows = uplift_training_rows(campaigns=campaigns)
     versions = {c.model_version_id or _version_of(c) for c in campaigns}
@@ -240,11 +252,19 @@ def uplift_model_train(*, campaigns: list[Campaign], seed: int = 0) -> UpliftMod
         rows.y_active[fit],
         rows.y_spend[fit],
         y_paid=rows.y_paid[fit],
+        y_taken=rows.y_taken[fit],
+        config=config,
         seed=seed,
         x_names=UPLIFT_FEATURE_NAMES,
         o_names=OFFER_FEATURE_NAMES,
     )
-    quality = {"rows": len(rows), "treated": int(treated.sum()), "control": int((~treated).sum())}
+    quality = {
+        "estimator": estimator,
+        "rows": len(rows),
+        "treated": int(treated.sum()),
+        "taken": int(rows.y_taken.sum()),
+        "control": int((~treated).sum()),
+    }
     t_test = test & treated
     if t_test.any() and (test & ~treated).any():
         gain_active, _ = learner.predict_gain(

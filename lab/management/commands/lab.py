@@ -66,6 +66,12 @@ class Command(BaseCommand):
             help="reward budget of each arm (default 2.5 x the arm's size)",
         )
         parser.add_argument("--reward-cap", type=Decimal, default=defaults.reward_cap)
+        parser.add_argument(
+            "--uplift-estimator",
+            default=defaults.uplift_estimator,
+            help="take-up (P(take up) x the gain of those who do) or t-learner "
+            "(campaigns/uplift.py explains both)",
+        )
         parser.add_argument("--reuse-models", action="store_true")
         parser.add_argument(
             "--flush", action="store_true", help="erase the database before each run"
@@ -89,6 +95,7 @@ class Command(BaseCommand):
             campaign_holdout_share=float(opts["campaign_holdout"]),
             budget_per_arm=opts["budget_per_arm"],  # type: ignore[arg-type]
             reward_cap=opts["reward_cap"],  # type: ignore[arg-type]
+            uplift_estimator=str(opts["uplift_estimator"]),
             reuse_models=bool(opts["reuse_models"]),
             out=out,
         )
@@ -107,7 +114,7 @@ class Command(BaseCommand):
                 result = lab_run(config, progress=self.stdout.write)
             except LabError as exc:
                 raise CommandError(str(exc)) from exc
-            rows = report.arm_table(result.report)
+            rows = report.arm_table(result.report, result.expected)
             comparison = report.targeted_comparison(result.report)
             md = report.markdown(rows, comparison)
             report.chart_png(rows, config.out / "lab.png")
@@ -119,6 +126,7 @@ class Command(BaseCommand):
                     "ratios": report.ratios(rows),
                     "uplift_quality": result.uplift_quality,
                     "exploration": result.exploration,
+                    "expected": result.expected,
                     "stage_seconds": result.stage_seconds,
                     "experiment": result.experiment_key,
                 },
@@ -144,9 +152,13 @@ class Command(BaseCommand):
         )
 
     def _ratios(self, ratios: dict[str, float]) -> None:
+        what = {
+            "_paid": "incremental actives per 1,000 of reward paid",
+            "_expected": "expected (world) incremental actives per 1,000 of budget",
+            "": "incremental actives per 1,000 of budget",
+        }
         for name, value in ratios.items():
             shown = "-" if not math.isfinite(value) else f"{value:.2f}x"
-            base, paid = name.removesuffix("_paid"), name.endswith("_paid")
-            per = "of reward paid" if paid else "of budget"
-            label = base.replace("_", " ")
-            self.stdout.write(f"incremental actives per 1,000 {per}, {label}: {shown}")
+            suffix = next(s for s in what if name.endswith(s))
+            label = (name.removesuffix(suffix) if suffix else name).replace("_", " ")
+            self.stdout.write(f"{what[suffix]}, {label}: {shown}")
