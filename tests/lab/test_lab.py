@@ -33,7 +33,7 @@ def test_it_runs_the_closed_loop_and_its_report_matches_the_stored_rows(artifact
     config = LabConfig(**SMALL, out=artifacts / "lab")
     result = lab_run(config, progress=lambda line: None)
     experiment = Experiment.objects.get(key=result.experiment_key)
-    rows = {r["arm"]: r for r in report.arm_table(result.report)}
+    rows = {r["arm"]: r for r in report.arm_table(result.report, result.expected)}
     assert list(rows) == [name for name, *_ in ARMS]
 
     # the exploration week trained an uplift model on tasks and a holdout
@@ -84,6 +84,15 @@ def test_it_runs_the_closed_loop_and_its_report_matches_the_stored_rows(artifact
         assert r["inc_active_per_1000_budget"] == pytest.approx(per_budget, rel=1e-6)
         lo, hi = r["inc_active_per_1000_budget_ci"]
         assert lo < per_budget < hi
+    # the world's expected increment of each arm's tasks: none without tasks, and no arm's
+    # choices are worth more than the oracle's, which maximises exactly that under the budget
+    assert {name: e["tasks"] for name, e in result.expected.items()} == {
+        name: r["targeted"] for name, r in rows.items()
+    }
+    assert rows["no-task"]["expected_per_1000_budget"] == 0.0
+    best = rows["oracle"]["expected_per_1000_budget"]
+    assert best > 0
+    assert all(r["expected_per_1000_budget"] <= best * 1.001 for r in rows.values())
     ratios = report.ratios(list(rows.values()))
     uplift, m2m = rows["m2m-uplift"], rows["m2m"]
     assert ratios["uplift_over_m2m_least_activity"] == pytest.approx(
@@ -91,6 +100,9 @@ def test_it_runs_the_closed_loop_and_its_report_matches_the_stored_rows(artifact
     )
     assert ratios["uplift_over_oracle_paid"] == pytest.approx(
         uplift["inc_active_per_1000"] / rows["oracle"]["inc_active_per_1000"]
+    )
+    assert ratios["uplift_over_oracle_expected"] == pytest.approx(
+        uplift["expected_per_1000_budget"] / best
     )
     assert (config.out / "lab.png").exists() is False  # the command writes the chart
     report.chart_png(list(rows.values()), config.out / "lab.png")
@@ -126,10 +138,12 @@ def test_it_summarises_repeats_as_mean_and_sd():
             "inc_active_per_1000_budget": v,
             "inc_active_per_1000": 2 * v,
             "inc_net_per_1000": 0.0,
+            "expected_per_1000_budget": 3 * v,
         }
         for v in (0.1, 0.3)
     ]
     summary = report.repeats_summary([[rows[0]], [rows[1]]])
     assert summary[0]["active_rate_mean"] == pytest.approx(0.2)
     assert summary[0]["inc_active_per_1000_sd"] == pytest.approx(np.std([0.2, 0.6], ddof=1))
+    assert summary[0]["expected_per_1000_budget_mean"] == pytest.approx(0.6)
     assert summary[0]["arm"] == "a"
