@@ -1,15 +1,25 @@
 """A small world for campaign tests: two scenarios, six advertisers active in search, an active
 M2M version whose predictions rank them A000 (least active) to A005 (most), and the default
-templates."""
+templates; and real gunicorn servers on loopback for the tests that need the API served as in
+production (several processes, real HTTP)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+import requests
+from django.db import connection
 from rest_framework.test import APIClient
 
 from advertisers.models import Advertiser, DailyStat, Scenario
@@ -131,3 +141,82 @@ def client_for() -> Callable[[str | None], APIClient]:
         return client
 
     return make
+
+
+# --- gunicorn on loopback ----------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+Servers = Callable[[int, dict[str, str]], AbstractContextManager[list[str]]]
+
+
+@pytest.fixture(scope="session")
+def gunicorn_servers() -> Servers:
+    """`gunicorn_servers(count, extra_env)`: a context manager yielding the base URLs of `count`
+    servers (one worker process each) with production settings on the test database."""
+    return _gunicorn_servers
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def _gunicorn_servers(count: int, extra_env: dict[str, str]) -> Iterator[list[str]]:
+    """`count` gunicorn servers (one worker process each) with production settings on the test
+    database; yields their base URLs and stops them on exit."""
+    db = connection.settings_dict
+    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "CELERY_BROKER_URL")}
+    env.update(
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        DB_CONN_MAX_AGE="0",
+        SECRET_KEY="p" * 50,
+        PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "platform")]),
+    )
+    env.update(extra_env)
+    ports = [_free_port() for _ in range(count)]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "incentive_platform.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for port in ports
+    ]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    try:
+        for url, process in zip(urls, processes, strict=True):
+            _wait_until_up(url, process)
+        yield urls
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=20)
+
+
+def _wait_until_up(url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited: {process.stderr.read().decode()[-2000:]}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=10).status_code == 200:
+                return
+        except requests.RequestException:  # not listening, or still loading Django
+            time.sleep(0.2)
+    raise RuntimeError(f"gunicorn at {url} did not come up in 60 s")

@@ -3,34 +3,20 @@ share the Redis cache, as production's workers do."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import requests
-from django.db import connection
 from django.test import override_settings
 
 from campaigns.models import ApiScope
 from campaigns.services import api_key_create, api_key_revoke
 
-REPO = Path(__file__).resolve().parents[2]
 FEED = "/api/v1/messages"
 RATE = 8  # requests per minute per key, over both servers together
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -54,63 +40,12 @@ def shared_cache(cache_env: dict[str, str]) -> Iterator[None]:
 
 
 @pytest.fixture
-def servers(transactional_db: None, cache_env: dict[str, str]) -> Iterator[list[str]]:
+def servers(
+    transactional_db: None, cache_env: dict[str, str], gunicorn_servers
+) -> Iterator[list[str]]:
     """Two gunicorn servers (one worker process each) on the test database."""
-    db = connection.settings_dict
-    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "CELERY_BROKER_URL")}
-    env.update(
-        cache_env,
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        DB_CONN_MAX_AGE="0",
-        API_KEY_RATE=f"{RATE}/min",
-        SECRET_KEY="p" * 50,
-        PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "platform")]),
-    )
-    ports = [_free_port(), _free_port()]
-    processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "incentive_platform.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "1",
-                "--log-level",
-                "warning",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for port in ports
-    ]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
-    try:
-        for url, process in zip(urls, processes, strict=True):
-            _wait_until_up(url, process)
+    with gunicorn_servers(2, {**cache_env, "API_KEY_RATE": f"{RATE}/min"}) as urls:
         yield urls
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=20)
-
-
-def _wait_until_up(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited: {process.stderr.read().decode()[-2000:]}")
-        try:
-            if requests.get(f"{url}/healthz", timeout=10).status_code == 200:
-                return
-        except requests.RequestException:  # not listening, or still loading Django
-            time.sleep(0.2)
-    raise RuntimeError(f"gunicorn at {url} did not come up in 60 s")
 
 
 def _getter(secret: str) -> Callable[[str], int]:
