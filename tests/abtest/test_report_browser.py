@@ -3,23 +3,20 @@ in Bayesian mode whose numbers on the page (frequentist, sequential and Bayesian
 arm-by-arm table, the cost per incremental active) equal the JSON API's, its verdict lines,
 not-estimable cells with their reasons, and a screenshot saved to test-artifacts/.
 
-Needs Debian's chromium and chromium-driver packages (CI installs them) and the selenium
-package; outside CI the test is skipped with the reason when they are missing.
+The `browser` fixture (tests/conftest.py) needs Debian's chromium and chromium-driver packages
+(CI installs them); outside CI the test is skipped with the reason when they are missing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import shutil
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pytest
-from django.contrib.auth import get_user_model
 
 from abtest import analysis, services
 from abtest.models import Assignment, Experiment
@@ -29,40 +26,8 @@ from campaigns.services import api_key_create
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 START = dt.date(2024, 3, 1)
-
-
-def _browser_or_skip():
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        missing.append("the selenium package")
-    if missing:
-        reason = (
-            f"browser test needs {', '.join(missing)} (apt-get install chromium chromium-driver)"
-        )
-        if IN_CI:
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1400,2400"):  # fmt: skip
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-
-
-@pytest.fixture
-def browser():
-    driver = _browser_or_skip()
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture
@@ -147,18 +112,10 @@ def _report_json(base_url: str, key: str) -> dict:
         return json.load(response)
 
 
-def test_it_shows_the_same_numbers_as_the_json_api(browser, live_server, experiment):
+def test_it_shows_the_same_numbers_as_the_json_api(staff_browser, live_server, experiment):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    get_user_model().objects.create_user("analyst", password="pw-analyst", is_staff=True,
-                                         is_superuser=True)  # fmt: skip
-    browser.get(f"{live_server.url}/admin/login/")
-    browser.find_element(By.NAME, "username").send_keys("analyst")
-    browser.find_element(By.NAME, "password").send_keys("pw-analyst")
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    # The login's own navigation must end first, or it can replace the page asked for next.
-    WebDriverWait(browser, 10).until(lambda b: "Site administration" in b.title)
+    browser = staff_browser
     browser.get(f"{live_server.url}/admin/abtest/experiment/{experiment.pk}/report/")
     assert "Report: browser-report" in browser.title
 
