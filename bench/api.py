@@ -145,9 +145,11 @@ def data_load(messages: int) -> str:
            FROM generate_series(1, %(n)s) AS g""",
         """INSERT INTO {task} (campaign_id, advertiser_id, scenario_id, template_id, kind, target,
                                reward, predicted_activity, predicted_base, prediction_as_of,
-                               valid_from, valid_until, state, progress, created_at)
+                               valid_from, valid_until, state, progress, created_at,
+                               selection_kind)
            SELECT %(campaign)s, a.id, %(scenario)s, %(template)s, 'spend_target', 300, 30, 0.5,
-                  240, DATE '2024-03-31', DATE '2024-04-01', DATE '2024-04-07', 'created', 0, now()
+                  240, DATE '2024-03-31', DATE '2024-04-01', DATE '2024-04-07', 'created', 0, now(),
+                  'p_inactive'
            FROM {adv} AS a ORDER BY a.id""",
         """INSERT INTO {ledger} (campaign_id, task_id, kind, amount, created_at)
            SELECT t.campaign_id, t.id, 'reserve', t.reward, now() FROM {task} AS t""",
