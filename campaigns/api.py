@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from base64 import urlsafe_b64decode, urlsafe_b64encode
 from datetime import datetime, timedelta
 from typing import Any
@@ -619,7 +620,31 @@ def _batch_events(data: Any) -> list:
     return events
 
 
+_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+_EVENT_TYPE_SET = frozenset(EVENT_TYPES)
+_MAX_MESSAGE_ID = 10**18 - 1
+
+
+def _batch_event_plain(raw: Any) -> EventInput | None:
+    """The common event, checked without DRF's per-field machinery: an integer id, a known type,
+    a valid key and no occurred_at. None sends it through the fields (which also word errors);
+    whatever passes here passes there with the same values."""
+    if type(raw) is not dict or "occurred_at" in raw:
+        return None
+    message_id, event_type, key = raw.get("message_id"), raw.get("type"), raw.get("idempotency_key")
+    if type(message_id) is not int or not 1 <= message_id <= _MAX_MESSAGE_ID:
+        return None
+    if type(event_type) is not str or event_type not in _EVENT_TYPE_SET:
+        return None
+    if type(key) is not str or _KEY.fullmatch(key) is None:
+        return None
+    return EventInput(message_id=message_id, event_type=event_type, occurred_at=None)
+
+
 def _batch_event_validate(raw: Any, fields: dict[str, Field]) -> tuple[EventInput | None, dict]:
+    plain = _batch_event_plain(raw)
+    if plain is not None:
+        return plain, {}
     if not isinstance(raw, dict):
         return None, {"non_field_errors": ["Each event must be an object."]}
     errors: dict[str, Any] = {}  # other fields are ignored, as DRF's serializers do
