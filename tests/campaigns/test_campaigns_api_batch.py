@@ -8,7 +8,10 @@ import uuid
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from hypothesis import given
+from hypothesis import strategies as st
 
+from campaigns import api
 from campaigns.models import ApiScope, IncentiveTask, PushMessage, TaskState, TaskTransition
 from campaigns.services import api_key_create, campaign_produce, task_transition
 
@@ -187,3 +190,52 @@ def test_concurrent_retries_of_a_batch_apply_each_event_once(produced, client_fo
     replayed = sorted(sum(r["replayed"] for r in results) for results in answers)
     assert replayed == [0, 6, 6]
     assert TaskTransition.objects.filter(to_state="accepted").count() == 6
+
+
+_odd = st.one_of(st.none(), st.booleans(), st.floats(allow_nan=False), st.text(max_size=4))
+_events = st.fixed_dictionaries(
+    {
+        "message_id": st.one_of(
+            st.integers(min_value=1, max_value=10**6),
+            st.sampled_from([-1, 0, 10**18 - 1, 10**18]),
+            _odd,
+        ),
+        "type": st.one_of(
+            st.sampled_from(["delivered", "opened", "accepted"]),
+            st.sampled_from([" opened", "Opened", "sent"]),
+            _odd,
+        ),
+        "idempotency_key": st.one_of(
+            st.sampled_from([uuid.uuid4().hex, "k" * 200, "~!"]),
+            st.sampled_from([" key", "key ", "k" * 201, "ké", ""]),
+            st.text(max_size=8),
+            _odd,
+        ),
+    },
+    optional={"occurred_at": st.just("2024-04-02T10:00:00Z"), "extra": _odd},
+)
+
+
+_well_formed = st.fixed_dictionaries(
+    {
+        "message_id": st.integers(min_value=1, max_value=10**18 - 1),
+        "type": st.sampled_from(["delivered", "opened", "accepted"]),
+        "idempotency_key": st.from_regex(r"\A[!-~]{1,200}\Z"),
+    }
+)
+
+
+@given(event=st.one_of(_events, _well_formed))
+def test_the_plain_event_check_agrees_with_the_serializer_fields(event: dict) -> None:
+    """The fast path takes only events the DRF fields take, with the same values."""
+    fields = api._query_fields(api.BatchEventInputSerializer)
+    plain = api._batch_event_plain(event)
+    if plain is not None:
+        assert api._batch_event_validate(event, fields) == (plain, {})
+        serializer = api.BatchEventInputSerializer(data=event)
+        assert serializer.is_valid(), serializer.errors
+        assert (plain.message_id, plain.event_type) == (
+            serializer.validated_data["message_id"],
+            serializer.validated_data["type"],
+        )
+        assert serializer.validated_data["idempotency_key"] == event["idempotency_key"]
