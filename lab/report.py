@@ -6,9 +6,11 @@ commit, so this ranks arms by what the budget bought) and per 1,000 of reward ac
 (only completed tasks are paid: the efficiency of the spend), and incremental net revenue per
 1,000 paid, with their 95% CIs; and the paper's comparison of M2M against the single-task
 baseline on the targeted groups.
-Beside the measured increments, the world's expected incremental actives of each arm's tasks
-per 1,000 of budget (`LabResult.expected`): what the arm's choices are worth under the
-simulator's physics, without the sampling noise of the measured figure.
+Beside the measured increments, two figures only a simulator can give, per 1,000 of budget: the
+true increment of each arm, against a twin world advanced without any task
+(`LabResult.true_increments`), and the oracle's expected increment of its tasks
+(`LabResult.expected`, the formula the oracle allocates by). Neither carries the sampling noise
+of the comparison with the no-task arm.
 Repeats are summarised as mean +- sd over world seeds.
 """
 
@@ -31,10 +33,14 @@ def _num(value: Any) -> float:
     return float(value)
 
 
-def arm_table(report: dict, expected: dict[str, dict] | None = None) -> list[dict]:
+def arm_table(
+    report: dict,
+    expected: dict[str, dict] | None = None,
+    true_increments: dict[str, dict] | None = None,
+) -> list[dict]:
     """One row per arm (report order), with the increments against the no-task arm and, where
-    given, the world's expected increment of its tasks (runner._expected_gains)."""
-    expected = expected or {}
+    given, the simulator's figures (runner._expected_gains, runner._true_increments)."""
+    expected, true_increments = expected or {}, true_increments or {}
     totals = report["groups"]
     increments = {
         r["arm"]: r for r in (report.get("incremental_vs_no_task_arm") or {}).get("arms", [])
@@ -74,6 +80,7 @@ def arm_table(report: dict, expected: dict[str, dict] | None = None) -> list[dic
                 "inc_net_per_1000": _num(per_net.get("value")),
                 "inc_net_per_1000_ci": (_num(per_net.get("ci_low")), _num(per_net.get("ci_high"))),
                 "expected_per_1000_budget": _num(expected.get(name, {}).get("per_1000_budget")),
+                "true_per_1000_budget": _num(true_increments.get(name, {}).get("per_1000_budget")),
             }
         )
     return rows
@@ -115,8 +122,9 @@ def markdown(result_rows: list[dict], comparison: list[dict]) -> str:
     lines = [
         "| arm | targeting | n | targeted | active rate | ARPU | net ARPU | reward paid "
         "| incr. actives | per 1,000 budget | 95% CI | per 1,000 paid | 95% CI "
-        "| incr. net revenue / 1,000 paid | 95% CI | expected (world) / 1,000 budget |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---|---:|",
+        "| incr. net revenue / 1,000 paid | 95% CI | true (twin world) / 1,000 budget "
+        "| expected (oracle formula) / 1,000 budget |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---|---:|---:|",
     ]
     for r in result_rows:
         label = f"{r['arm']} (upper bound)" if r["targeting"] == "external" else r["arm"]
@@ -129,6 +137,7 @@ def markdown(result_rows: list[dict], comparison: list[dict]) -> str:
             f"| {_fmt(r['inc_active_per_1000'], '.2f')} "
             f"| {_ci(r['inc_active_per_1000_ci'])} | {_fmt(r['inc_net_per_1000'], '.0f')} "
             f"| {_ci(r['inc_net_per_1000_ci'], '.0f')} "
+            f"| {_fmt(r['true_per_1000_budget'], '.2f')} "
             f"| {_fmt(r['expected_per_1000_budget'], '.2f')} |"
         )
     lines += [
@@ -149,11 +158,12 @@ def markdown(result_rows: list[dict], comparison: list[dict]) -> str:
 
 def ratios(rows: list[dict]) -> dict[str, float]:
     """The headline ratios of incremental actives per 1,000 of budget, the same per 1,000 of
-    reward paid, and of the world's expected increment per 1,000 of budget."""
+    reward paid, and of the true (twin world) and expected (oracle formula) increments."""
     out = {}
     for suffix, column in (
         ("", "inc_active_per_1000_budget"),
         ("_paid", "inc_active_per_1000"),
+        ("_true", "true_per_1000_budget"),
         ("_expected", "expected_per_1000_budget"),
     ):
         by = {r["arm"]: r[column] for r in rows}
@@ -174,6 +184,7 @@ def repeats_summary(per_repeat: list[list[dict]]) -> list[dict]:
         "inc_active_per_1000_budget",
         "inc_active_per_1000",
         "inc_net_per_1000",
+        "true_per_1000_budget",
         "expected_per_1000_budget",
     )
     out = []
@@ -202,8 +213,8 @@ def repeats_markdown(summary: list[dict]) -> str:
     lines = [
         "| arm | active rate | ARPU | net ARPU | reward paid | incr. actives / 1,000 budget "
         "| incr. actives / 1,000 paid | incr. net revenue / 1,000 paid "
-        "| expected (world) / 1,000 budget |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| true (twin world) / 1,000 budget | expected (oracle formula) / 1,000 budget |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         cells = [
@@ -216,6 +227,7 @@ def repeats_markdown(summary: list[dict]) -> str:
                 ("inc_active_per_1000_budget", ".2f"),
                 ("inc_active_per_1000", ".2f"),
                 ("inc_net_per_1000", ".0f"),
+                ("true_per_1000_budget", ".2f"),
                 ("expected_per_1000_budget", ".2f"),
             )
         ]

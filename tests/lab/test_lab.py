@@ -33,7 +33,10 @@ def test_it_runs_the_closed_loop_and_its_report_matches_the_stored_rows(artifact
     config = LabConfig(**SMALL, out=artifacts / "lab")
     result = lab_run(config, progress=lambda line: None)
     experiment = Experiment.objects.get(key=result.experiment_key)
-    rows = {r["arm"]: r for r in report.arm_table(result.report, result.expected)}
+    rows = {
+        r["arm"]: r
+        for r in report.arm_table(result.report, result.expected, result.true_increments)
+    }
     assert list(rows) == [name for name, *_ in ARMS]
 
     # the exploration week trained an uplift model on tasks and a holdout
@@ -93,6 +96,16 @@ def test_it_runs_the_closed_loop_and_its_report_matches_the_stored_rows(artifact
     best = rows["oracle"]["expected_per_1000_budget"]
     assert best > 0
     assert all(r["expected_per_1000_budget"] <= best * 1.001 for r in rows.values())
+    # the true increments (twin world): only advertisers who took a task up can differ from
+    # their twin, so an arm's increment is bounded by its accepted tasks, and 0 without tasks
+    assert result.true_increments["no-task"]["incremental_active"] == 0
+    for name, *_ in ARMS:
+        arm = Arm.objects.get(experiment=experiment, name=name)
+        accepted = IncentiveTask.objects.filter(
+            campaign_id=arm.campaign_id, accepted_at__isnull=False
+        ).count()
+        assert abs(result.true_increments[name]["incremental_active"]) <= accepted
+    assert rows["oracle"]["true_per_1000_budget"] > 0
     ratios = report.ratios(list(rows.values()))
     uplift, m2m = rows["m2m-uplift"], rows["m2m"]
     assert ratios["uplift_over_m2m_least_activity"] == pytest.approx(
@@ -139,6 +152,7 @@ def test_it_summarises_repeats_as_mean_and_sd():
             "inc_active_per_1000": 2 * v,
             "inc_net_per_1000": 0.0,
             "expected_per_1000_budget": 3 * v,
+            "true_per_1000_budget": 4 * v,
         }
         for v in (0.1, 0.3)
     ]
@@ -146,4 +160,5 @@ def test_it_summarises_repeats_as_mean_and_sd():
     assert summary[0]["active_rate_mean"] == pytest.approx(0.2)
     assert summary[0]["inc_active_per_1000_sd"] == pytest.approx(np.std([0.2, 0.6], ddof=1))
     assert summary[0]["expected_per_1000_budget_mean"] == pytest.approx(0.6)
+    assert summary[0]["true_per_1000_budget_sd"] == pytest.approx(np.std([0.4, 1.2], ddof=1))
     assert summary[0]["arm"] == "a"

@@ -114,7 +114,7 @@ class Command(BaseCommand):
                 result = lab_run(config, progress=self.stdout.write)
             except LabError as exc:
                 raise CommandError(str(exc)) from exc
-            rows = report.arm_table(result.report, result.expected)
+            rows = report.arm_table(result.report, result.expected, result.true_increments)
             comparison = report.targeted_comparison(result.report)
             md = report.markdown(rows, comparison)
             report.chart_png(rows, config.out / "lab.png")
@@ -127,6 +127,7 @@ class Command(BaseCommand):
                     "uplift_quality": result.uplift_quality,
                     "exploration": result.exploration,
                     "expected": result.expected,
+                    "true_increments": result.true_increments,
                     "stage_seconds": result.stage_seconds,
                     "experiment": result.experiment_key,
                 },
@@ -154,7 +155,8 @@ class Command(BaseCommand):
     def _ratios(self, ratios: dict[str, float]) -> None:
         what = {
             "_paid": "incremental actives per 1,000 of reward paid",
-            "_expected": "expected (world) incremental actives per 1,000 of budget",
+            "_true": "true (twin world) incremental actives per 1,000 of budget",
+            "_expected": "expected (oracle formula) incremental actives per 1,000 of budget",
             "": "incremental actives per 1,000 of budget",
         }
         for name, value in ratios.items():
