@@ -53,6 +53,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,13 +163,31 @@ def resolve_device(name: str = "auto", info: DistInfo | None = None) -> torch.de
     return torch.device(name)
 
 
-def flush_denormals() -> None:
-    """Treat subnormal floats as zero on the CPU (x86 FTZ/DAZ), for this process.
+@contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """Treat subnormal floats as zero on the CPU (x86 FTZ/DAZ) in this thread, for the block.
 
     Tiny gradients and Adam moments of M2M's generated weights drift into the subnormal range,
     where x86 arithmetic is many times slower: measured 5x on a whole M2M training step. Zero is
-    as good a value for them, and it is deterministic.
+    as good a value for them, and it is deterministic. The flag lives in the thread's FPU state,
+    which every later computation of the thread shares (a web or worker process, numpy, the
+    test suite's own float generators), so the previous state comes back on exit.
     """
+    before = _denormals_flushed_now()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
+
+
+def _denormals_flushed_now() -> bool:
+    tiny = np.array([1e-38], dtype=np.float32)
+    return bool((tiny / np.float32(1e3))[0] == 0.0)  # a subnormal result, unless flushed
+
+
+def flush_denormals() -> None:
+    """`denormals_flushed` for the rest of this thread (benchmarks that time raw steps)."""
     torch.set_flush_denormal(True)
 
 
@@ -439,13 +458,13 @@ def predict_outputs(
     workers = torch.get_num_threads() if device.type == "cpu" else 1
     if workers == 1 or len(starts) == 1:
         if device.type == "cpu":
-            flush_denormals()
             keep_freed_memory()
-        return _split_outputs(np.concatenate([score(lo) for lo in starts]), m)
+        with denormals_flushed() if device.type == "cpu" else nullcontext():
+            return _split_outputs(np.concatenate([score(lo) for lo in starts]), m)
 
     def score_on_cpu(lo: int) -> np.ndarray:
-        flush_denormals()  # per thread: the flag lives in each thread's FPU state
-        return score(lo)
+        with denormals_flushed():  # per thread: the flag lives in each thread's FPU state
+            return score(lo)
 
     keep_freed_memory()
     torch.set_num_threads(1)
@@ -584,12 +603,20 @@ def fit(
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
-        flush_denormals()
         keep_freed_memory()
     try:
-        return _fit(
-            build, train, valid, config, info, device, on_epoch, fingerprint_extra, valid_groups
-        )
+        with denormals_flushed() if device.type == "cpu" else nullcontext():
+            return _fit(
+                build,
+                train,
+                valid,
+                config,
+                info,
+                device,
+                on_epoch,
+                fingerprint_extra,
+                valid_groups,
+            )
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
 

@@ -286,3 +286,18 @@ def test_it_keeps_ranks_in_step_under_torchrun(tmp_path: Path):
     rank0, rank1 = train_under_torchrun(tmp_path, "cpu")
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     assert (tmp_path / "ddp.pt").exists()  # rank 0 wrote the checkpoint
+
+
+def test_it_leaves_the_threads_floating_point_state_as_it_found_it():
+    # Training and CPU scoring flush subnormals for speed; the process (a web worker, the
+    # test suite's float generators) must get IEEE arithmetic back afterwards.
+    tiny = np.array([1e-38], dtype=np.float32)
+    subnormal_kept = lambda: (tiny / np.float32(1e3))[0] != 0.0  # noqa: E731
+    assert subnormal_kept()
+    result = training.fit(_build, TRAIN, VALID, replace(CONFIG, epochs=1))
+    assert subnormal_kept()
+    training.predict_outputs(result.model, VALID, device=torch.device("cpu"), batch_size=16)
+    assert subnormal_kept()
+    with training.denormals_flushed():
+        assert not subnormal_kept()
+    assert subnormal_kept()
