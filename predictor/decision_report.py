@@ -110,22 +110,24 @@ def markdown(results: dict[str, Any], scenarios: list[str], labels: dict[str, st
         "## Inactivity: P(no active day in the next 7 days)",
         "",
         "Per (advertiser, scenario) sample: ROC AUC, log-loss, Brier score, expected"
-        " calibration error (10 bins). Pooled over all test samples, and the mean over"
-        " scenarios. Reliability diagram: reliability.png.",
+        " calibration error (10 bins) and its floor (the ECE a perfectly calibrated model"
+        " with the same predictions would show from sampling noise alone). Pooled over all"
+        " test samples, and the mean over scenarios. Reliability diagram: reliability.png.",
         "",
     ]
-    metrics = ("auc", "log_loss", "brier", "ece")
+    metrics = ("auc", "log_loss", "brier", "ece", "ece_floor")
     lines += _table(
         rows,
         [f"{m} ({s.replace('_', ' ')})" for s in scopes for m in metrics],
         [f"inactivity/{s}/{m}" for s in scopes for m in metrics],
         labels,
     )
-    lines += ["By scenario: AUC / log-loss / ECE.", ""]
+    lines += ["By scenario: AUC / log-loss / ECE / ECE floor.", ""]
+    by_scenario = ("auc", "log_loss", "ece", "ece_floor")
     lines += _table(
         rows,
-        [f"{c} {m}" for c in scenarios for m in ("AUC", "log-loss", "ECE")],
-        [f"inactivity/by_scenario/{c}/{m}" for c in scenarios for m in ("auc", "log_loss", "ece")],
+        [f"{c} {m}" for c in scenarios for m in ("AUC", "log-loss", "ECE", "ECE floor")],
+        [f"inactivity/by_scenario/{c}/{m}" for c in scenarios for m in by_scenario],
         labels,
     )
     lines += [

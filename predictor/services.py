@@ -58,7 +58,7 @@ from predictor.networks import (
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_FORMAT = 2  # 2: distribution heads with their calibration buffers
+ARTIFACT_FORMAT = 3  # 2: distribution heads; 3: their calibration conditioned on the scenario
 
 
 class ModelArtifactError(RuntimeError):

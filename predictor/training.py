@@ -451,7 +451,7 @@ def predict_outputs(
             p = p_inactive(out.active_shape.float(), horizon)
         quantiles = out.quantiles.float()
         if calibrated:
-            quantiles, p = model.distribution.calibrated(quantiles, p)
+            quantiles, p = model.distribution.calibrated(quantiles, p, batch["scenario"].float())
         return torch.cat([rate, quantiles.flatten(1), p[:, None]], 1).cpu().numpy()
 
     starts = range(0, n, batch_size)
@@ -765,4 +765,5 @@ def calibrate(model: nn.Module, valid: Tensors, *, device: torch.device, batch_s
         torch.from_numpy(raw.p_inactive).to(head.shift.device),
         target.to(head.shift.device),
         inactive.to(head.shift.device),
+        valid["scenario"].float().to(head.shift.device),
     )

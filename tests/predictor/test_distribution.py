@@ -88,26 +88,82 @@ def test_it_learns_the_known_zero_probability_and_intervals_that_cover_80_percen
             assert abs(coverage - known) < 0.015, (task, k, coverage, known)
 
 
-def test_it_calibrates_a_distorted_probability_and_an_interval_that_misses_zeros():
-    rng = np.random.default_rng(2)
-    n = 20000
+def _two_scenarios(n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """Uncalibrated outputs for two scenarios (scenario feature -1 and +1), each distorted its
+    own way: P(inactive) too sharp in one and too flat in the other; money with a point mass at
+    zero (40% and 10%) that a q10 near 0.01 excludes; clicks negative binomial with a 10th-90th
+    percentile band far too narrow."""
+    group = rng.integers(0, 2, n)
     truth = rng.uniform(0.02, 0.98, n)
-    inactive = rng.uniform(size=n) < truth
-    distorted = torch.sigmoid(2.5 * torch.logit(torch.tensor(truth)) + 0.7).float()
-    # Money with a point mass at zero (40%) that a q10 of 0.01 excludes, and a lognormal tail.
-    spend = np.where(rng.uniform(size=n) < 0.4, 0.0, rng.lognormal(0.0, 1.0, n))
-    target = torch.tensor(np.stack([spend, spend, spend], 1), dtype=torch.float32)
-    quantiles = torch.tensor([0.01, 0.8, 2.0]).expand(n, 3, 3).clone()
+    logit = torch.logit(torch.tensor(truth))
+    distorted = torch.where(
+        torch.tensor(group == 0), torch.sigmoid(2.5 * logit + 0.7), torch.sigmoid(0.6 * logit - 0.5)
+    ).float()
+    zero = rng.uniform(size=n) < np.where(group == 0, 0.4, 0.1)
+    spend = np.where(zero, 0.0, rng.lognormal(np.where(group == 0, 0.0, 1.0), 1.0))
+    clicks = rng.negative_binomial(2.0, 0.25, n)  # mean 6
+    jitter = rng.uniform(0.8, 1.25, n)  # per-sample predictions, as a model gives
+    quantiles = torch.zeros(n, 3, 3)
+    quantiles[:, 0] = torch.tensor(np.stack([4.0 * jitter, 5.0 * jitter, 7.0 * jitter], 1))
+    quantiles[:, 1] = torch.tensor(np.stack([0.01 * jitter, 0.8 * jitter, 2.0 * jitter], 1))
+    return {
+        "group": torch.tensor(group),
+        "scenario": torch.tensor(2.0 * group - 1.0, dtype=torch.float32)[:, None],
+        "inactive": torch.tensor(rng.uniform(size=n) < truth),
+        "p": distorted,
+        "target": torch.tensor(np.stack([clicks, spend, np.zeros(n)], 1), dtype=torch.float32),
+        "quantiles": quantiles,
+    }
+
+
+def _fitted(data: dict[str, torch.Tensor]) -> DistributionHead:
     head = DistributionHead(SPEC, 2)
-    before = decision_metrics.ece(inactive, distorted.numpy().astype(np.float64))
-    head.fit_calibration(quantiles, distorted, target, torch.tensor(inactive))
-    q, p = head.calibrated(quantiles, distorted)
-    after = decision_metrics.ece(inactive, p.numpy().astype(np.float64))
-    assert before > 0.1 and after < 0.01
-    covered = ((spend >= q[:, 1, 0].numpy()) & (spend <= q[:, 1, 2].numpy())).mean()
-    assert ((spend >= 0.01) & (spend <= 2.0)).mean() < 0.55  # the uncalibrated interval
-    # Conformal: at least 80%. Every zero ties at one score, so the shift that covers them
-    # also lifts the top end a little: 0.4 + 0.6 P(lognormal <= 2.02) = 0.855.
-    assert 0.8 <= covered <= 0.87
-    assert (q[spend == 0, 1, 0] == 0).all()
-    assert torch.equal(q[:, 0], quantiles[:, 0])  # clicks: a count, left as it is
+    head.fit_calibration(
+        data["quantiles"], data["p"], data["target"], data["inactive"], data["scenario"]
+    )
+    return head
+
+
+def test_it_calibrates_each_scenario_by_its_own_distortion():
+    rng = np.random.default_rng(2)
+    head = _fitted(_two_scenarios(20000, rng))
+    fresh = _two_scenarios(40000, rng)
+    q, p = head.calibrated(fresh["quantiles"], fresh["p"], fresh["scenario"])
+    y, group = fresh["inactive"].numpy(), fresh["group"].numpy()
+    low, high = interval_bounds(q.numpy(), (1.0,) * 3, SPEC.tasks)
+    raw_low, raw_high = interval_bounds(fresh["quantiles"].numpy(), (1.0,) * 3, SPEC.tasks)
+    for g in (0, 1):
+        rows = group == g
+        before = decision_metrics.ece(y[rows], fresh["p"].numpy()[rows].astype(np.float64))
+        after = decision_metrics.ece(y[rows], p.numpy()[rows].astype(np.float64))
+        floor = decision_metrics.ece_floor(p.numpy()[rows].astype(np.float64))
+        assert before > 0.05 and after < floor + 0.008, (g, before, after, floor)
+        for task in (0, 1):  # clicks (a count: whole-count ends), expenditure
+            actual = fresh["target"].numpy()[rows, task]
+            raw = ((actual >= raw_low[rows, task]) & (actual <= raw_high[rows, task])).mean()
+            covered = ((actual >= low[rows, task]) & (actual <= high[rows, task])).mean()
+            assert raw < 0.6 and 0.77 <= covered <= 0.83, (g, task, raw, covered)
+
+
+def test_it_gives_an_unseen_scenario_no_map_beyond_the_known_ones():
+    rng = np.random.default_rng(3)
+    head = _fitted(_two_scenarios(4000, rng))
+    fresh = _two_scenarios(1000, rng)
+    known, far = torch.ones(1000, 1), torch.full((1000, 1), 50.0)
+    q_known, p_known = head.calibrated(fresh["quantiles"], fresh["p"], known)
+    q_far, p_far = head.calibrated(fresh["quantiles"], fresh["p"], far)
+    assert torch.allclose(p_far, p_known) and torch.allclose(q_far, q_known)
+    assert not torch.allclose(p_known, head.calibrated(fresh["quantiles"], fresh["p"], -known)[1])
+
+
+def test_it_starts_as_the_identity_and_stays_so_without_validation_samples():
+    head = DistributionHead(SPEC, 2)
+    data = _two_scenarios(50, np.random.default_rng(4))
+    for _ in range(2):
+        q, p = head.calibrated(data["quantiles"], data["p"], data["scenario"])
+        assert torch.allclose(p, data["p"], atol=1e-6)
+        assert torch.allclose(q, data["quantiles"], rtol=1e-5, atol=1e-6)
+        empty = {k: v[:0] for k, v in data.items()}
+        head.fit_calibration(
+            empty["quantiles"], empty["p"], empty["target"], empty["inactive"], empty["scenario"]
+        )

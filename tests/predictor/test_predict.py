@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.models import Max, Sum
@@ -16,6 +17,7 @@ from advertisers.models import Advertiser, DailyStat, Scenario
 from advertisers.simulator import simulate
 from predictor import features, selectors, services, tasks, training
 from predictor.models import TASKS, ModelVersion, Prediction, PredictionRun
+from predictor.networks.distribution import DistributionHead
 from predictor.services import PredictionError, TrainOptions
 
 TINY = TrainOptions(
@@ -213,8 +215,9 @@ def test_it_stores_the_loaded_models_probabilities_and_intervals(version: ModelV
     stored = np.array([r[2:] for r in rows], dtype=np.float64)  # [N, 5]
 
     np.testing.assert_allclose(stored[:, 0], predicted.p_inactive[index], rtol=1e-5)
-    platt = loaded.model.distribution.platt.tolist()
-    assert platt != [1.0, 0.0]  # the calibration fitted on the validation split came along
+    identity = DistributionHead(loaded.model.spec, 1).platt
+    # the calibration fitted on the validation split came along
+    assert not torch.equal(loaded.model.distribution.platt, identity)
     assert ((stored[:, 0] > 0) & (stored[:, 0] < 1)).all()
     for k, task in enumerate(("expenditure", "clicks")):
         j = TASKS.index(task)
