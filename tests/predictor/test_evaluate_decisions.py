@@ -134,6 +134,18 @@ def test_it_finds_a_calibrated_probability_calibrated_and_a_shifted_one_not():
     assert decision_metrics.ece(y, np.clip(p + 0.1, 0, 1)) > 0.08
 
 
+def test_it_puts_a_calibrated_models_ece_at_its_floor_and_the_floor_falls_with_the_sample():
+    rng = np.random.default_rng(1)
+    small, large = rng.uniform(0.05, 0.6, 1_000), rng.uniform(0.05, 0.6, 16_000)
+    floor_small, floor_large = decision_metrics.ece_floor(small), decision_metrics.ece_floor(large)
+    # Sampling noise of a bin's mean falls as 1 / sqrt(n): 16 times the samples, a quarter.
+    assert 3.0 < floor_small / floor_large < 5.0
+    eces = [decision_metrics.ece(rng.uniform(size=1_000) < small, small) for _ in range(200)]
+    assert np.mean(eces) == pytest.approx(floor_small, rel=0.1)
+    shifted = np.clip(small + 0.1, 0, 1)
+    assert decision_metrics.ece(rng.uniform(size=1_000) < small, shifted) > floor_small + 0.05
+
+
 def test_it_refuses_a_probability_outside_zero_and_one():
     with pytest.raises(ValueError, match="p_inactive must lie in"):
         decision_metrics.inactivity_table(np.array([True]), np.array([1.2]), np.array(["s"]))
