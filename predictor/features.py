@@ -139,6 +139,7 @@ class FeatureSpec:
             tasks=tuple(self.tasks),
             horizon_days=self.horizon_days,
             target_scales=tuple(self.target_scales),
+            n_scenario_static=len(self.kinds) + len(self.attr_keys),
         )
 
 

@@ -49,6 +49,9 @@ class InputSpec:
     horizon_days: tau, the days the targets sum over (the support of active days is 0..tau).
     target_scales: the per-task divisors of "target" (M entries; empty = 1), so the
         distribution heads can count raw active days.
+    n_scenario_static: how many leading columns of the scenario vector describe the scenario
+        itself (kind, attributes) rather than its state at the as-of date (statistics, age);
+        None: all of them. The calibration maps condition on these columns only.
     """
 
     seq_len: int
@@ -60,6 +63,7 @@ class InputSpec:
     tasks: tuple[str, ...] = DEFAULT_TASKS
     horizon_days: int = 7
     target_scales: tuple[float, ...] = ()
+    n_scenario_static: int | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -80,6 +84,14 @@ class InputSpec:
             )
         _check_positive("InputSpec", "seq_len", self.seq_len)
         _check_positive("InputSpec", "n_scenario", self.n_scenario)
+        if self.n_scenario_static is not None and not (
+            isinstance(self.n_scenario_static, int)
+            and 0 <= self.n_scenario_static <= self.n_scenario
+        ):
+            raise ValueError(
+                f"InputSpec.n_scenario_static must be between 0 and n_scenario={self.n_scenario},"
+                f" got {self.n_scenario_static!r}."
+            )
         if not isinstance(self.n_profile_num, int) or self.n_profile_num < 0:
             raise ValueError(f"InputSpec.n_profile_num must be >= 0, got {self.n_profile_num!r}.")
         for name in ("behaviour_bins", "performance_bins", "profile_cardinalities"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from scipy import stats
 
@@ -167,3 +168,20 @@ def test_it_starts_as_the_identity_and_stays_so_without_validation_samples():
         head.fit_calibration(
             empty["quantiles"], empty["p"], empty["target"], empty["inactive"], empty["scenario"]
         )
+
+
+def test_it_conditions_on_what_the_scenario_is_not_on_its_state_at_the_as_of_date():
+    spec = InputSpec(**{**SPEC.to_dict(), "n_scenario": 2, "n_scenario_static": 1})
+    rng = np.random.default_rng(5)
+    data = _two_scenarios(4000, rng)
+    state = torch.tensor(rng.normal(size=(4000, 1)), dtype=torch.float32)  # e.g. the age
+    scenario = torch.cat([data["scenario"], state], 1)
+    head = DistributionHead(spec, 2)
+    head.fit_calibration(data["quantiles"], data["p"], data["target"], data["inactive"], scenario)
+    later = torch.cat([data["scenario"], state + 3.0], 1)  # the same scenarios, weeks older
+    q_now, p_now = head.calibrated(data["quantiles"], data["p"], scenario)
+    q_later, p_later = head.calibrated(data["quantiles"], data["p"], later)
+    assert torch.equal(p_now, p_later) and torch.equal(q_now, q_later)
+    assert head.platt.shape == (2, 2)  # [1, kind]: the state column has no coefficient
+    with pytest.raises(ValueError, match="n_scenario_static must be between 0 and n_scenario=2"):
+        InputSpec(**{**SPEC.to_dict(), "n_scenario": 2, "n_scenario_static": 3})
