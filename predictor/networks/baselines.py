@@ -33,6 +33,7 @@ from predictor.networks.embedding import (
     SelfAttention,
     TaskTowers,
     act,
+    dot_product_attention,
     mlp,
 )
 from predictor.networks.spec import (
@@ -247,7 +248,7 @@ class MRAN(DistributionalModel):
         tasks = (tokens + self.task_attention(tokens)).squeeze(0)  # task-task relations: [M, d]
         keys, values = self.key_value(fields).chunk(2, dim=-1)  # [B, n_fields, d] each
         query = self.query(tasks).expand(fields.shape[0], -1, -1)  # [B, M, d]
-        attended = F.scaled_dot_product_attention(query, keys, values)  # task-feature: [B, M, d]
+        attended = dot_product_attention(query, keys, values)  # task-feature: [B, M, d]
         task_input = torch.cat([attended, tasks.expand_as(attended)], dim=-1)  # [B, M, 2d]
         return self.towers.represent(task_input)  # [B, M, d]
 

@@ -218,6 +218,20 @@ class TaskTowers(nn.Module):
         return self.rate(self.represent(x))  # [B, M]
 
 
+def dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(d)) V (eq. 2) per head: q [*, N, d], k and v [*, N', d] -> [*, N, d].
+
+    Written out as two batched matmuls rather than F.scaled_dot_product_attention: at these
+    sizes (tens of tokens, heads of 16) the fused CPU kernel is several times slower, a
+    training step of both M2M sequences forward and backward about twice as slow
+    (bench/train.py), and the N x N' score matrices are small enough to hold anyway.
+    """
+    lead, n, d = q.shape[:-2], q.shape[-2], q.shape[-1]
+    q3, k3, v3 = q.reshape(-1, n, d), k.reshape(-1, k.shape[-2], d), v.reshape(-1, *v.shape[-2:])
+    scores = torch.bmm(q3, k3.transpose(1, 2)).mul_(d**-0.5)  # [*, N, N']
+    return torch.bmm(torch.softmax(scores, dim=-1), v3).view(*lead, n, v.shape[-1])
+
+
 class SelfAttention(nn.Module):
     """Multi-head scaled dot-product self-attention over tokens (eq. 2-4 of the paper).
 
@@ -238,5 +252,5 @@ class SelfAttention(nn.Module):
         bsz, n, d = x.shape
         qkv = self.qkv(x).view(bsz, n, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        heads = F.scaled_dot_product_attention(q, k, v)  # eq. 2, 4: [B, h, N, d/h]
+        heads = dot_product_attention(q, k, v)  # eq. 2, 4: [B, h, N, d/h]
         return self.out(heads.transpose(1, 2).reshape(bsz, n, d))  # eq. 3: [B, N, d_out]

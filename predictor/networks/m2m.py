@@ -49,6 +49,7 @@ from predictor.networks.embedding import (
     FeatureEncoder,
     GroupedLinear,
     act,
+    dot_product_attention,
 )
 from predictor.networks.meta import MetaUnit, StaticUnit
 from predictor.networks.spec import InputSpec, M2MConfig
@@ -83,7 +84,7 @@ class DaySelfAttention(nn.Module):
         per_day = self.positions @ weight[self.d_day :] + self.qkv.bias  # [T, 3 d_model]
         qkv = (days @ weight[: self.d_day] + per_day).view(bsz, t, 3, self.n_heads, -1)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B, h, T, d_model / h] each
-        heads = F.scaled_dot_product_attention(q, k, v)  # eq. 2, 4: [B, h, T, d_model / h]
+        heads = dot_product_attention(q, k, v)  # eq. 2, 4: [B, h, T, d_model / h]
         mh = self.out(heads.transpose(1, 2).reshape(bsz, t, self.d_model))  # eq. 3
         return days + mh  # [B, T, d_day]
 

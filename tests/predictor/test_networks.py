@@ -18,6 +18,7 @@ from predictor.networks import (
     model_from_checkpoint_dict,
     poisson_loss,
 )
+from predictor.networks.embedding import dot_product_attention
 from predictor.networks.m2m import DaySelfAttention
 
 SPEC = InputSpec(
@@ -184,6 +185,20 @@ def test_it_attends_over_days_with_positions_so_day_order_matters():
     torch.testing.assert_close(out, days + attention.out(torch.cat(heads, dim=-1)))  # eq. 3
     reversed_out = attention(days.flip(1)).flip(1)
     assert not torch.allclose(out, reversed_out)  # positions make the order count
+
+
+def test_it_computes_attention_as_torch_does_for_any_leading_shape_and_key_count():
+    torch.manual_seed(0)
+    q = torch.randn(3, 2, 4, 8, dtype=torch.float64, requires_grad=True)  # [B, h, N, d]
+    k = torch.randn(3, 2, 6, 8, dtype=torch.float64, requires_grad=True)  # N' = 6 keys
+    v = torch.randn(3, 2, 6, 5, dtype=torch.float64, requires_grad=True)
+    ours = dot_product_attention(q, k, v)
+    reference = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(ours, reference)
+    grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
+    expected = torch.autograd.grad(reference.square().sum(), (q, k, v))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want)
 
 
 def test_it_feeds_the_baselines_the_day_projected_sequences():
