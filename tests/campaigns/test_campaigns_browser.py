@@ -16,12 +16,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 def test_it_creates_a_campaign_through_the_form_and_pauses_it(staff_browser, live_server):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     template = templates_default_ensure()[0]
     browser = staff_browser
     browser.get(f"{live_server.url}/admin/campaigns/campaign/add/")
     assert "Add campaign" in browser.title
+
+    def wait_for_message(text: str) -> None:
+        """A submit's click can return before its page loads: wait for the admin's message."""
+
+        def shown(b) -> bool:
+            return any(text in m.text for m in b.find_elements(By.CSS_SELECTOR, "ul.messagelist"))
+
+        WebDriverWait(browser, 10).until(shown, message=f"no message {text!r} in the page")
 
     def fill(name: str, value: str) -> None:
         field = browser.find_element(By.NAME, name)
@@ -44,8 +52,7 @@ def test_it_creates_a_campaign_through_the_form_and_pauses_it(staff_browser, liv
     assert [o.get_attribute("value") for o in chosen] == [str(template.pk)]
     browser.find_element(By.NAME, "_save").click()
 
-    messages = browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
-    assert "was added successfully" in messages, browser.page_source[:3000]
+    wait_for_message("was added successfully")
     campaign = Campaign.objects.get(name="Spring win-back")
     assert (campaign.status, campaign.budget, campaign.top_n) == (
         Campaign.Status.DRAFT,
@@ -62,9 +69,7 @@ def test_it_creates_a_campaign_through_the_form_and_pauses_it(staff_browser, liv
     Select(browser.find_element(By.NAME, "action")).select_by_value("pause_campaigns")
     browser.find_element(By.NAME, "index").click()
 
-    assert (
-        "Spring win-back: paused." in browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
-    )
+    wait_for_message("Spring win-back: paused.")
     campaign.refresh_from_db()
     assert campaign.is_paused and campaign.status == Campaign.Status.DRAFT
     row = browser.find_element(By.XPATH, "//tr[.//a[text()='Spring win-back']]")
